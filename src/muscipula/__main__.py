@@ -1,0 +1,3 @@
+from muscipula.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Payload analysis: URL extraction, shellcode emulation, downloading offers."""

@@ -1,0 +1,264 @@
+"""Reading and checking the one YAML config, merged over the embedded default.
+
+Every limit lives here with its default, so a reader finds them in one place.
+Errors name the key path, the value and what was expected; callers turn a
+`ConfigError` into exit status 2 before anything starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(gt=0, le=86400 * 7)]
+
+
+class ConfigError(Exception):
+    """The config is unusable; the message is meant for the operator as is."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+class Limits(Strict):
+    """Per-connection and global bounds enforced by the drivers."""
+
+    max_connections: PositiveInt = 20000
+    max_per_address: PositiveInt = 256
+    idle_timeout: Seconds = 120.0
+    max_session_time: Seconds = 1800.0
+    max_bytes_in: PositiveInt = 64 * 1024 * 1024
+    max_buffered_out: PositiveInt = 1024 * 1024
+    max_transcript_bytes: NonNegInt = 1024 * 1024
+    max_children: PositiveInt = 8
+    child_accept_timeout: Seconds = 30.0
+    max_udp_peers: PositiveInt = 4096
+
+
+class LimitsOverride(Strict):
+    """A service may tighten or loosen any global limit for its own connections."""
+
+    max_per_address: PositiveInt | None = None
+    idle_timeout: Seconds | None = None
+    max_session_time: Seconds | None = None
+    max_bytes_in: PositiveInt | None = None
+    max_buffered_out: PositiveInt | None = None
+    max_transcript_bytes: NonNegInt | None = None
+    max_children: PositiveInt | None = None
+    child_accept_timeout: Seconds | None = None
+
+    def apply(self, base: Limits) -> Limits:
+        changes = {k: v for k, v in self.model_dump().items() if v is not None}
+        return base.model_copy(update=changes)
+
+
+class ServiceConfig(Strict):
+    """Keys every service has; each service's own model adds to it."""
+
+    enabled: bool = True
+    tcp_ports: list[Port] = []
+    tls_ports: list[Port] = []
+    udp_ports: list[Port] = []
+    transcripts: bool = True
+    limits: LimitsOverride = LimitsOverride()
+
+
+class Listen(Strict):
+    addresses: list[str] = ["0.0.0.0", "::"]
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_address(item)
+        if not value:
+            raise ValueError("at least one address is needed")
+        return value
+
+
+class Persona(Strict):
+    """Which shipped host the services speak for, and what of it to override."""
+
+    preset: str = "windows-2008r2"
+    hostname: str | None = None
+    domain: str | None = None
+    workgroup: str | None = None
+    overrides: dict[str, dict[str, Any]] = {}
+
+
+class Rotation(Strict):
+    max_bytes: NonNegInt = 100 * 1024 * 1024
+    daily: bool = True
+    keep: NonNegInt = 30
+
+
+class SinkBase(Strict):
+    enabled: bool = True
+    queue_size: PositiveInt = 100_000
+
+
+class LogSqlSink(SinkBase):
+    file: str = "logsql.sqlite"
+    batch_size: PositiveInt = 5000
+
+
+class JsonSink(SinkBase):
+    file: str = "log/connections.json"
+    flat_data: bool = False
+    rotation: Rotation = Rotation()
+    max_open_connections: PositiveInt = 50_000
+    max_items_per_connection: PositiveInt = 1000
+
+
+class HpfeedsSink(SinkBase):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 10000
+    ident: str = ""
+    secret: str = ""
+    reconnect_delay: Seconds = 10.0
+
+
+class Sinks(Strict):
+    logsql: LogSqlSink = LogSqlSink()
+    jsonlog: JsonSink = JsonSink()
+    hpfeeds: HpfeedsSink = HpfeedsSink()
+
+
+class Store(Strict):
+    dir: str = "binaries"
+    max_file_bytes: PositiveInt = 64 * 1024 * 1024
+    max_total_bytes: PositiveInt = 8 * 1024 * 1024 * 1024
+    max_open_files: PositiveInt = 1024
+
+
+class Paths(Strict):
+    state_dir: str | None = None
+    transcripts: str = "transcripts"
+
+
+class RunAs(Strict):
+    user: str | None = None
+    group: str | None = None
+
+
+class Config(Strict):
+    listen: Listen = Listen()
+    persona: Persona = Persona()
+    limits: Limits = Limits()
+    sinks: Sinks = Sinks()
+    store: Store = Store()
+    paths: Paths = Paths()
+    run_as: RunAs = RunAs()
+    services: dict[str, ServiceConfig] = {}
+
+    def state_dir(self) -> Path:
+        if self.paths.state_dir:
+            return Path(self.paths.state_dir).expanduser()
+        if os.geteuid() == 0:
+            return Path("/var/lib/muscipula")
+        base = os.environ.get("XDG_STATE_HOME") or "~/.local/state"
+        return Path(base).expanduser() / "muscipula"
+
+    def service_limits(self, name: str) -> Limits:
+        return self.services[name].limits.apply(self.limits)
+
+
+def default_text() -> str:
+    return resources.files("muscipula").joinpath("default.yaml").read_text("utf-8")
+
+
+def merge(base: Any, over: Any) -> Any:
+    """Deep-merge mappings; anything else in `over` replaces what `base` had."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(over)
+
+
+def _describe(err: dict[str, Any], prefix: tuple[Any, ...] = ()) -> str:
+    path = ".".join(str(p) for p in (*prefix, *err["loc"])) or "(top)"
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, dict) else "{...}"
+    if err["type"] == "extra_forbidden":
+        return f"{path}: unknown key (value {shown})"
+    return f"{path}: {err['msg'].lower()} (got {shown})"
+
+
+def _raise(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> None:
+    lines = [_describe(e, prefix) for e in exc.errors()]
+    raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def _load_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def parse(raw: dict[str, Any]) -> Config:
+    """Validate a merged mapping; services are checked against their own models."""
+    from muscipula import services as registry
+
+    raw = dict(raw)
+    raw_services = raw.pop("services", {}) or {}
+    if not isinstance(raw_services, dict):
+        raise ConfigError(f"services: expected a mapping, got {raw_services!r}")
+    try:
+        base = Config.model_validate(raw)
+    except ValidationError as exc:
+        _raise(exc)
+    checked: dict[str, ServiceConfig] = {}
+    for name, body in raw_services.items():
+        spec = registry.get(name)
+        if spec is None:
+            known = ", ".join(registry.names())
+            raise ConfigError(f"invalid config:\n  services.{name}: unknown service "
+                              f"(expected one of: {known})")
+        try:
+            checked[name] = spec.config_model.model_validate(body or {})
+        except ValidationError as exc:
+            _raise(exc, ("services", name))
+    from muscipula.persona import PRESETS
+
+    if base.persona.preset not in PRESETS:
+        raise ConfigError(f"invalid config:\n  persona.preset: unknown preset "
+                          f"{base.persona.preset!r} (expected one of: {', '.join(PRESETS)})")
+    return base.model_copy(update={"services": checked})
+
+
+def load(path: str | Path | None = None, extra: dict[str, Any] | None = None) -> Config:
+    """The embedded default, with the file at `path` and then `extra` merged over it."""
+    raw = _load_yaml(default_text(), "embedded default")
+    if path is not None:
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raw = merge(raw, _load_yaml(text, str(path)))
+    if extra:
+        raw = merge(raw, extra)
+    return parse(raw)
+
+
+def dump(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

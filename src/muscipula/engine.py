@@ -1,0 +1,173 @@
+"""Starting and stopping everything: state, persona, sinks, services, listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from muscipula import services
+from muscipula.config import Config
+from muscipula.incidents import Bus
+from muscipula.net import datagram, stream
+from muscipula.net.listeners import Endpoint, bind, drop_privileges
+from muscipula.net.runtime import Caps, ServiceRuntime, Shared
+from muscipula.persona import PersonaView, resolve
+from muscipula.store import Store
+from muscipula.transcripts import TranscriptWriter
+
+log = logging.getLogger(__name__)
+
+
+def endpoints(config: Config, port_offset: int = 0,
+              addresses: list[str] | None = None) -> list[Endpoint]:
+    hosts = addresses or config.listen.addresses
+    out = []
+    for name, svc in config.services.items():
+        if not svc.enabled:
+            continue
+        for transport, ports in (("tcp", svc.tcp_ports), ("tls", svc.tls_ports),
+                                 ("udp", svc.udp_ports)):
+            for port in ports:
+                for host in hosts:
+                    out.append(Endpoint(name, transport, host, port + port_offset))
+    return out
+
+
+@dataclass
+class Engine:
+    config: Config
+    state_dir: Path
+    port_offset: int = 0
+    addresses: list[str] | None = None
+    bus: Bus = field(default_factory=Bus)
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    udp: list[asyncio.DatagramTransport] = field(default_factory=list)
+    shared: Shared | None = None
+    persona: PersonaView | None = None
+
+    def bind_all(self) -> list[tuple[Endpoint, socket.socket]]:
+        """Bind every endpoint; raises BindError naming the first that fails."""
+        bound: list[tuple[Endpoint, socket.socket]] = []
+        try:
+            for ep in endpoints(self.config, self.port_offset, self.addresses):
+                bound.append((ep, bind(ep)))
+        except Exception:
+            for _, sock in bound:
+                sock.close()
+            raise
+        return bound
+
+    def _prepare_state(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        user = self.config.run_as.user
+        if user and os.geteuid() == 0:
+            import pwd
+
+            pw = pwd.getpwnam(user)
+            for path in [self.state_dir, *self.state_dir.rglob("*")]:
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+
+    def _sinks(self) -> None:
+        from muscipula.sinks.jsonlog import JsonLog
+        from muscipula.sinks.logsql import LogSql
+
+        cfg = self.config.sinks
+        if cfg.logsql.enabled:
+            self.bus.add(LogSql(self.state_dir / cfg.logsql.file), cfg.logsql.queue_size,
+                         cfg.logsql.batch_size)
+        if cfg.jsonlog.enabled:
+            self.bus.add(JsonLog(self.state_dir / cfg.jsonlog.file, cfg.jsonlog),
+                         cfg.jsonlog.queue_size)
+        if cfg.hpfeeds.enabled:
+            from muscipula.sinks.hpfeeds import Hpfeeds
+
+            self.bus.add(Hpfeeds(cfg.hpfeeds), cfg.hpfeeds.queue_size, 100)
+
+    async def start(self, bound: list[tuple[Endpoint, socket.socket]]) -> None:
+        cfg = self.config
+        self._prepare_state()
+        drop_privileges(cfg.run_as.user, cfg.run_as.group)
+        persona = self.persona = resolve(cfg, self.state_dir)
+        from muscipula import certs
+
+        tls_ctx = None
+
+        def tls_context():  # made once, on first use, then shared
+            nonlocal tls_ctx
+            if tls_ctx is None:
+                tls_ctx = certs.server_context(persona)
+            return tls_ctx
+
+        certs.ensure(persona)
+        store = Store(self.state_dir / cfg.store.dir, cfg.store.max_file_bytes,
+                      cfg.store.max_total_bytes, cfg.store.max_open_files)
+        writer = TranscriptWriter(self.state_dir / cfg.paths.transcripts)
+        shared = self.shared = Shared(bus=self.bus, store=store,
+                                      caps=Caps(cfg.limits.max_connections),
+                                      transcripts=writer, tls_context=tls_context)
+        self._sinks()
+        await self.bus.start()
+        loop = asyncio.get_running_loop()
+        runtimes: dict[str, ServiceRuntime] = {}
+        for ep, sock in bound:
+            rt = runtimes.get(ep.service)
+            if rt is None:
+                rt = runtimes[ep.service] = self._runtime(ep.service, shared, persona)
+            if ep.transport == "udp":
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda rt=rt: datagram.DatagramDriver(rt), sock=sock)
+                self.udp.append(transport)
+            else:
+                server = await loop.create_server(stream.factory(rt, ep.transport == "tls"),
+                                                  sock=sock, backlog=1024)
+                self.servers.append(server)
+            log.info("%s listening on %s [%s]:%d", ep.service, ep.transport, ep.host, ep.port)
+        self._sweeper = loop.create_task(shared.sweeper())
+
+    def _runtime(self, name: str, shared: Shared, persona: PersonaView) -> ServiceRuntime:
+        spec = services.get(name)
+        assert spec is not None
+        svc = self.config.services[name]
+        limits = self.config.service_limits(name)
+        ctx = services.ServiceContext(name=name, config=svc, persona=persona, limits=limits,
+                                      state_dir=self.state_dir)
+        return ServiceRuntime(name=name, protocol=spec.protocol, factory=spec.build(ctx),
+                              limits=limits, transcripts=svc.transcripts, shared=shared)
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection, flush every sink."""
+        for server in self.servers:
+            server.close()
+        for transport in self.udp:
+            transport.close()
+        if self.shared is not None:
+            self._sweeper.cancel()
+            for session in list(self.shared.sessions):
+                session.close(reason="shutdown")
+            deadline = time.monotonic() + 5
+            while self.shared.sessions and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+        await asyncio.sleep(0)
+        await self.bus.close()
+        if self.shared is not None and self.shared.transcripts is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.shared.transcripts.close)
+        self.write_counters()
+
+    def write_counters(self) -> None:
+        counters = {name: asdict(c) for name, c in self.bus.counters().items()}
+        data = {"emitted": self.bus.emitted, "sinks": counters, "unknown": self.bus.unknown}
+        if self.shared is not None and self.shared.transcripts is not None:
+            data["transcripts"] = {"written": self.shared.transcripts.written,
+                                   "dropped": self.shared.transcripts.dropped}
+        (self.state_dir / "counters.json").write_text(json.dumps(data, indent=1))
+        log.info("incidents: %s", json.dumps(data))

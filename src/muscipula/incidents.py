@@ -1,0 +1,231 @@
+"""Incidents: the record, the registry of every name, and the bus to the sinks.
+
+Names keep dionaea's meanings (reference §4) without its `dionaea.` and
+`modules.python.` prefixes. The bus is the only path from the network to the
+sinks: `emit` never blocks and never raises; each sink drains its own bounded
+queue in its own task, so a slow or failing sink only loses its own incidents,
+and counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    fields: tuple[str, ...]
+    doc: str
+
+
+def _s(doc: str, *fields: str) -> Spec:
+    return Spec(fields, doc)
+
+
+#: Every incident name with its fields. A protocol adds its own names here.
+REGISTRY: dict[str, Spec] = {
+    # connections (all carry `connection`, a Connection record)
+    "connection.tcp.accept": _s("a TCP peer connected", "connection"),
+    "connection.tls.accept": _s("a TLS peer connected", "connection"),
+    "connection.udp.accept": _s("first datagram from a new UDP peer", "connection"),
+    "connection.tcp.connect": _s("we opened a child connection", "connection"),
+    "connection.udp.connect": _s("we opened a UDP child channel to a peer", "connection"),
+    "connection.tcp.listen": _s("we opened a child listener", "connection"),
+    "connection.udp.listen": _s("we opened a UDP child port", "connection"),
+    "connection.link": _s("child connection belongs to parent", "parent", "child"),
+    "connection.free": _s(
+        "connection ended", "connection", "reason", "bytes_in", "bytes_out", "duration"
+    ),
+    "connection.limit": _s("a configured limit closed the connection", "limit", "value"),
+    "connection.refused": _s(
+        "connection closed at accept by a cap", "limit", "remote_host", "remote_port"
+    ),
+    "connection.tls.hello": _s(
+        "TLS ClientHello seen", "sni", "version", "ciphers", "extensions", "groups",
+        "point_formats", "alpn", "ja3", "ja3_hash",
+    ),
+    "connection.tls.error": _s("TLS handshake failed", "error"),
+    # credentials and input
+    "login": _s("a login attempt", "username", "password", "success", "method", "extra"),
+    "protocol.error": _s("malformed or unexpected input, answered as the product would",
+                         "detail", "data"),
+    # files
+    "download.offer": _s("a URL the attacker wants fetched", "url", "source"),
+    "download.complete": _s("a file was captured", "url", "path", "md5", "sha256", "size",
+                            "complete"),
+    "download.complete.hash": _s("captured file hashed", "url", "md5", "sha256", "size"),
+    "download.complete.unique": _s("captured file was new", "url", "md5", "sha256", "size"),
+    "download.complete.again": _s("captured file was seen before", "url", "md5", "sha256",
+                                  "size"),
+    "store.refused": _s("a capture was cut short by the store quota", "url", "reason", "size"),
+    # services
+    "blackhole.data": _s("bytes that arrived at the blackhole", "size"),
+}
+
+
+def register(name: str, doc: str, *fields: str) -> None:
+    """For protocol modules that keep their names beside their code."""
+    REGISTRY[name] = Spec(fields, doc)
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    """One connection record; immutable once announced (sinks read it later)."""
+
+    id: int
+    transport: str
+    protocol: str
+    type: str
+    local_host: str
+    local_port: int
+    remote_host: str
+    remote_port: int
+    service: str = ""
+    parent: int | None = None
+    root: int = 0
+    start: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.local_host = plain_host(self.local_host)
+        self.remote_host = plain_host(self.remote_host)
+        if not self.root:
+            self.root = self.id
+
+
+def plain_host(host: str) -> str:
+    """IPv4 peers as plain IPv4, never ::ffff:a.b.c.d; no IPv6 zone suffix."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host.split("%", 1)[0]
+
+
+@dataclass(slots=True)
+class Incident:
+    name: str
+    conn: int
+    time: float
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def write(self, batch: list[Incident]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Counters:
+    emitted: int = 0
+    written: int = 0
+    dropped: int = 0
+    failed: int = 0
+
+
+class _Channel:
+    """One sink's bounded queue and its drain task."""
+
+    def __init__(self, sink: Sink, queue_size: int, batch_size: int) -> None:
+        self.sink = sink
+        self.queue: deque[Incident] = deque()
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.counters = Counters()
+        self.wakeup = asyncio.Event()
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, incident: Incident) -> None:
+        self.counters.emitted += 1
+        if len(self.queue) >= self.queue_size:
+            self.counters.dropped += 1
+            return
+        self.queue.append(incident)
+        if not self.wakeup.is_set():
+            self.wakeup.set()
+
+    async def run(self) -> None:
+        queue = self.queue
+        while True:
+            if not queue:
+                if self.stopping:
+                    return
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            n = min(len(queue), self.batch_size)
+            batch = [queue.popleft() for _ in range(n)]
+            try:
+                await self.sink.write(batch)
+                self.counters.written += n
+            except Exception:
+                self.counters.failed += n
+                log.exception("sink %s failed on a batch of %d incidents", self.sink.name, n)
+                await asyncio.sleep(0.5)
+
+
+class Bus:
+    """Fan-out from the network path to isolated sinks; `emit` is O(sinks) and never waits."""
+
+    def __init__(self) -> None:
+        self._channels: list[_Channel] = []
+        self.emitted = 0
+        self.unknown: dict[str, int] = {}
+
+    def add(self, sink: Sink, queue_size: int = 100_000, batch_size: int = 5000) -> None:
+        self._channels.append(_Channel(sink, queue_size, batch_size))
+
+    @property
+    def sinks(self) -> list[Sink]:
+        return [c.sink for c in self._channels]
+
+    async def start(self) -> None:
+        for ch in self._channels:
+            await ch.sink.open()
+            ch.task = asyncio.get_running_loop().create_task(ch.run(), name=f"sink-{ch.sink.name}")
+
+    def emit(self, name: str, conn: int = 0, fields: Mapping[str, Any] | None = None,
+             now: float | None = None) -> None:
+        if name not in REGISTRY:
+            # A programming error, but never one that may hurt the network path.
+            self.unknown[name] = self.unknown.get(name, 0) + 1
+        incident = Incident(name, conn, time.time() if now is None else now, fields or {})
+        self.emitted += 1
+        for ch in self._channels:
+            ch.put(incident)
+
+    def counters(self) -> dict[str, Counters]:
+        return {c.sink.name: c.counters for c in self._channels}
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Drain every queue into its sink, then close the sinks."""
+        for ch in self._channels:
+            ch.stopping = True
+            ch.wakeup.set()
+        tasks = [c.task for c in self._channels if c.task]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for ch in self._channels:
+            try:
+                await ch.sink.close()
+            except Exception:
+                log.exception("sink %s failed to close", ch.sink.name)
+            c = ch.counters
+            log.info("sink %s: emitted %d written %d dropped %d failed %d",
+                     ch.sink.name, c.emitted, c.written, c.dropped, c.failed)

@@ -1,0 +1,233 @@
+"""One connection's life on the driver side: carrying out a machine's actions.
+
+Both drivers (stream and datagram) subclass `Session`; only how bytes leave and
+how the connection closes differ. Everything else, incidents, captures, timers,
+children, limits and transcripts, is here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from muscipula.incidents import Connection
+from muscipula.machine import (
+    Action,
+    CaptureData,
+    CaptureEnd,
+    ChildClose,
+    ChildConnect,
+    ChildEvent,
+    ChildFailed,
+    ChildListen,
+    ChildSend,
+    Close,
+    Emit,
+    Machine,
+    Send,
+    StartTLS,
+    Wake,
+)
+from muscipula.net.runtime import ServiceRuntime
+from muscipula.store import Capture
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    __slots__ = (
+        "_wake", "bytes_in", "bytes_out", "captures", "children", "closing", "conn",
+        "last_active", "machine", "rt", "started", "transcript", "transcript_size",
+    )
+
+    def __init__(self, rt: ServiceRuntime, conn: Connection, machine: Machine, now: float) -> None:
+        self.rt = rt
+        self.conn = conn
+        self.machine = machine
+        self.started = now
+        self.last_active = now
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.closing = False
+        self._wake: asyncio.TimerHandle | None = None
+        self.captures: dict[str, Capture | None] | None = None
+        self.children: dict[str, Any] | None = None
+        self.transcript: list[tuple[float, int, bytes]] | None = [] if rt.transcripts else None
+        self.transcript_size = 0
+
+    # ------------------------------------------------------------ subclass hooks
+
+    def _send(self, data: bytes, addr: tuple[str, int] | None) -> None:
+        raise NotImplementedError
+
+    def _close(self, abort: bool) -> None:
+        raise NotImplementedError
+
+    def _start_tls(self) -> None:
+        self.emit("protocol.error", {"detail": "TLS not available on this transport"})
+
+    # ----------------------------------------------------------------- helpers
+
+    def emit(self, name: str, fields: dict[str, Any] | None = None, conn: int = 0) -> None:
+        self.rt.shared.bus.emit(name, conn or self.conn.id, fields)
+
+    def record(self, direction: int, data: bytes) -> None:
+        """Keep transcript bytes, up to the configured bound."""
+        if self.transcript is None:
+            return
+        room = self.rt.limits.max_transcript_bytes - self.transcript_size
+        if room <= 0:
+            return
+        chunk = data[:room]
+        self.transcript.append((time.time() - self.started, direction, chunk))
+        self.transcript_size += len(chunk)
+
+    def call(self, method: str, *args: Any) -> None:
+        """Call the machine and carry out its actions; a machine bug closes only this session."""
+        if self.closing and method != "closed":
+            return
+        try:
+            actions = getattr(self.machine, method)(*args, time.time())
+        except Exception:
+            log.exception("%s machine failed in %s", self.rt.name, method)
+            self.emit("protocol.error", {"detail": f"internal error in {method}"})
+            self.close(abort=True, reason="internal error")
+            return
+        if actions:
+            self.run(actions)
+
+    def deliver(self, event: ChildEvent) -> None:
+        self.call("child", event)
+
+    def limit(self, name: str, value: Any) -> None:
+        self.emit("connection.limit", {"limit": name, "value": value})
+        self.close(abort=True, reason=name)
+
+    def check_time(self, now: float) -> None:
+        limits = self.rt.limits
+        if now - self.last_active > limits.idle_timeout:
+            self.limit("idle_timeout", limits.idle_timeout)
+        elif now - self.started > limits.max_session_time:
+            self.limit("max_session_time", limits.max_session_time)
+
+    def count_in(self, n: int) -> bool:
+        """Account received bytes; False (and closed) past max_bytes_in."""
+        self.bytes_in += n
+        self.last_active = time.time()
+        if self.bytes_in > self.rt.limits.max_bytes_in:
+            self.limit("max_bytes_in", self.rt.limits.max_bytes_in)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ actions
+
+    def run(self, actions: list[Action]) -> None:
+        for action in actions:
+            if self.closing and not isinstance(action, (Emit, CaptureData, CaptureEnd)):
+                continue
+            kind = type(action)
+            if kind is Send:
+                self.bytes_out += len(action.data)
+                self.record(1, action.data)
+                self._send(action.data, action.addr)
+            elif kind is Emit:
+                self.rt.shared.bus.emit(action.name, self.conn.id, action.fields)
+            elif kind is Close:
+                self.close(abort=action.abort, reason=action.reason or "machine")
+            elif kind is Wake:
+                self._set_wake(action.at)
+            elif kind is CaptureData:
+                self._capture(action.stream, action.data)
+            elif kind is CaptureEnd:
+                self._capture_end(action.stream, action.url, action.complete)
+            elif kind is StartTLS:
+                self._start_tls()
+            elif kind in (ChildListen, ChildConnect, ChildSend, ChildClose):
+                from muscipula.net import children
+
+                children.handle(self, action)
+            else:
+                log.error("unknown action %r from %s", action, self.rt.name)
+
+    def _set_wake(self, at: float | None) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        if at is not None:
+            delay = max(at - time.time(), 0.0)
+            self._wake = asyncio.get_running_loop().call_later(delay, self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._wake = None
+        self.call("timer")
+
+    # ----------------------------------------------------------------- captures
+
+    def _capture(self, stream: str, data: bytes) -> None:
+        if self.captures is None:
+            self.captures = {}
+        if stream not in self.captures:
+            self.captures[stream] = self.rt.shared.store.open()
+            if self.captures[stream] is None:
+                self.emit("store.refused", {"url": stream, "reason": "quota", "size": 0})
+        capture = self.captures[stream]
+        if capture is not None and not capture.write(data):
+            self.emit("store.refused", {"url": stream, "reason": "max_file_bytes",
+                                        "size": capture.size})
+            # keep the open capture so that the truncated part is still stored at end
+
+    def _capture_end(self, stream: str, url: str, complete: bool) -> None:
+        if self.captures is None or stream not in self.captures:
+            self._capture(stream, b"")
+        assert self.captures is not None
+        capture = self.captures.pop(stream)
+        if capture is None:
+            return
+        stored = capture.finish()
+        base = {"url": url, "md5": stored.md5, "sha256": stored.sha256, "size": stored.size}
+        self.emit("download.complete", {**base, "path": str(stored.path),
+                                        "complete": complete and not stored.truncated})
+        self.emit("download.complete.hash", base)
+        self.emit("download.complete.unique" if stored.new else "download.complete.again", base)
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, abort: bool = False, reason: str = "") -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self._close(abort)
+
+    def finish(self, reason: str) -> None:
+        """The transport is gone: tell the machine, flush captures, free everything."""
+        self.closing = True
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        try:
+            actions = self.machine.closed(time.time())
+        except Exception:
+            log.exception("%s machine failed in closed", self.rt.name)
+            actions = []
+        self.run(actions)
+        if self.captures:
+            for stream in list(self.captures):
+                self._capture_end(stream, stream, complete=False)
+        if self.children:
+            from muscipula.net import children
+
+            children.close_all(self)
+        self.rt.shared.sessions.discard(self)
+        self.emit("connection.free", {
+            "connection": self.conn, "reason": reason, "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out, "duration": round(time.time() - self.started, 6),
+        })
+        writer = self.rt.shared.transcripts
+        if writer is not None and self.transcript:
+            writer.put(self.conn, self.started, self.transcript)
+        self.transcript = None
+
+    def child_failed(self, tag: str, reason: str) -> None:
+        self.deliver(ChildFailed(tag, reason))

@@ -1,0 +1,55 @@
+"""The service registry: a new protocol is a machine module plus one line here."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from muscipula.config import Limits, ServiceConfig
+from muscipula.machine import Machine, Peer
+
+if TYPE_CHECKING:
+    from muscipula.persona import PersonaView
+
+#: config key -> module that defines `SERVICE`
+MODULES: dict[str, str] = {
+    "blackhole": "muscipula.protocols.blackhole",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """What a service's machines may be built from: never sockets, never the loop."""
+
+    name: str
+    config: Any  # the service's own ServiceConfig subclass
+    persona: PersonaView
+    limits: Limits
+    state_dir: Path
+
+
+MachineFactory = Callable[[Peer], Machine]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    name: str
+    protocol: str
+    config_model: type[ServiceConfig]
+    build: Callable[[ServiceContext], MachineFactory]
+    #: per-transport dionaea protocol names where they differ (SIP over UDP...)
+    summary: str = ""
+
+
+def names() -> list[str]:
+    return list(MODULES)
+
+
+def get(name: str) -> ServiceSpec | None:
+    module = MODULES.get(name)
+    if module is None:
+        return None
+    return importlib.import_module(module).SERVICE

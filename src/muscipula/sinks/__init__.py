@@ -1,0 +1,1 @@
+"""Where incidents are written: logsql (SQLite), JSON lines, hpfeeds."""
