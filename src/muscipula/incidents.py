@@ -69,6 +69,10 @@ REGISTRY: dict[str, Spec] = {
     "store.refused": _s("a capture was cut short by the store quota", "url", "reason", "size"),
     # services
     "blackhole.data": _s("bytes that arrived at the blackhole", "size"),
+    # --- ftp
+    # --- tftp
+    # --- http
+    # --- mysql
 }
 
 

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 #: config key -> module that defines `SERVICE`
 MODULES: dict[str, str] = {
     "blackhole": "muscipula.protocols.blackhole",
+    # --- ftp
+    # --- tftp
+    # --- http
+    # --- mysql
 }
 
 
