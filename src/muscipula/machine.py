@@ -59,7 +59,12 @@ class StartTLS:
     """Switch this connection to TLS as the server, with the persona's certificate.
 
     Sent after the plain-text reply that announces it (FTP 234, MySQL SSLRequest).
+    `data` is raw bytes the machine already received past the switch point (a
+    MySQL client sends its ClientHello right behind the SSLRequest): the driver
+    feeds them to TLS instead of losing them.
     """
+
+    data: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,11 +61,10 @@ class DatagramDriver(asyncio.DatagramProtocol):
 
     def _new_peer(self, key: tuple[str, int]) -> UdpPeer | None:
         rt = self.rt
-        if len(self.peers) >= rt.shared.caps.max_total or len(self.peers) >= self._max_peers():
-            oldest = min(self.peers.values(), key=lambda p: p.last_active, default=None)
-            if oldest is None:
-                return None
-            oldest.limit("max_udp_peers", self._max_peers())
+        if len(self.peers) >= rt.limits.max_udp_peers:
+            # Make room by closing the peer that was quiet the longest.
+            oldest = min(self.peers.values(), key=lambda p: p.last_active)
+            oldest.limit("max_udp_peers", rt.limits.max_udp_peers)
         now = time.time()
         conn = Connection(
             id=rt.shared.next_id(), transport="udp", protocol=rt.protocol, type="accept",
@@ -84,11 +83,6 @@ class DatagramDriver(asyncio.DatagramProtocol):
         rt.shared.bus.emit("connection.udp.accept", conn.id, {"connection": conn})
         peer.call("start")
         return peer if not peer.closing else None
-
-    def _max_peers(self) -> int:
-        from muscipula.config import Limits
-
-        return getattr(self.rt.limits, "max_udp_peers", Limits().max_udp_peers)
 
     def drop(self, key: tuple[str, int], reason: str) -> None:
         peer = self.peers.pop(key, None)

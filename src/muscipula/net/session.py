@@ -65,7 +65,7 @@ class Session:
     def _close(self, abort: bool) -> None:
         raise NotImplementedError
 
-    def _start_tls(self) -> None:
+    def _start_tls(self, data: bytes) -> None:
         self.emit("protocol.error", {"detail": "TLS not available on this transport"})
 
     # ----------------------------------------------------------------- helpers
@@ -143,7 +143,7 @@ class Session:
             elif kind is CaptureEnd:
                 self._capture_end(action.stream, action.url, action.complete)
             elif kind is StartTLS:
-                self._start_tls()
+                self._start_tls(action.data)
             elif kind in (ChildListen, ChildConnect, ChildSend, ChildClose):
                 from muscipula.net import children
 

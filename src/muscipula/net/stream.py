@@ -77,24 +77,30 @@ class StreamDriver(Session, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing or not self.count_in(len(data)):
             return
-        tls = self.tls
-        if tls is not None:
-            if not tls.hello_done:
-                hello = tls.take_hello(data)
-                if hello is not None:
-                    self.emit("connection.tls.hello", hello.fields())
-            try:
-                data, out = tls.feed(data)
-            except ssl.SSLError as exc:
-                self.emit("connection.tls.error", {"error": exc.reason or str(exc)})
-                self.close(abort=True, reason="tls error")
-                return
-            if out and self.transport is not None:
-                self.transport.write(out)
-            if not data:
-                return
+        if self.tls is not None:
+            self._tls_in(data)
+            return
         self.record(0, data)
         self.call("receive", data)
+
+    def _tls_in(self, data: bytes) -> None:
+        tls = self.tls
+        assert tls is not None
+        if not tls.hello_done:
+            hello = tls.take_hello(data)
+            if hello is not None:
+                self.emit("connection.tls.hello", hello.fields())
+        try:
+            plain, out = tls.feed(data)
+        except ssl.SSLError as exc:
+            self.emit("connection.tls.error", {"error": exc.reason or str(exc)})
+            self.close(abort=True, reason="tls error")
+            return
+        if out and self.transport is not None:
+            self.transport.write(out)
+        if plain:
+            self.record(0, plain)
+            self.call("receive", plain)
 
     def eof_received(self) -> bool:
         return False
@@ -131,10 +137,12 @@ class StreamDriver(Session, asyncio.Protocol):
         else:
             transport.close()
 
-    def _start_tls(self) -> None:
+    def _start_tls(self, data: bytes) -> None:
         if self.tls is None:
             self.tls = TlsLayer(self.rt.shared.tls_context())
             self.conn.transport = "tls"
+        if data:
+            self._tls_in(data)
 
 
 def factory(rt: ServiceRuntime, implicit_tls: bool) -> Any:
