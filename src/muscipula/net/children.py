@@ -49,13 +49,17 @@ class Child:
         self.timer: asyncio.TimerHandle | None = None
         self.pending: list[bytes] = []
 
-    def close(self) -> None:
+    def stop_listening(self) -> None:
+        """The one expected peer arrived (or we give up): no more accepts, no timeout."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+
+    def close(self) -> None:
+        self.stop_listening()
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -101,12 +105,7 @@ class _ChildStream(asyncio.Protocol):
             return
         self.transport = transport
         child.transport = transport
-        if child.listener is not None:
-            child.listener.close()
-            child.listener = None
-        if child.timer is not None:
-            child.timer.cancel()
-            child.timer = None
+        child.stop_listening()
         child.conn = _record(session, self.kind, "tcp", local, remote, "")
         session.deliver(ChildConnected(child.tag, remote))
         for data in child.pending:
