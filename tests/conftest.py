@@ -115,8 +115,9 @@ def honeypot_factory(tmp_path: Path) -> Iterator[Any]:
     """Call with a config dict (see `only`); every server is stopped at teardown."""
     started: list[Honeypot] = []
 
-    def make(config: dict[str, Any], name: str = "state", **kw: Any) -> Honeypot:
-        hp = start_honeypot(tmp_path / name, config, **kw)
+    def make(config: dict[str, Any], name: str = "state", root: Path | None = None,
+             **kw: Any) -> Honeypot:
+        hp = start_honeypot((root or tmp_path) / name, config, **kw)
         started.append(hp)
         return hp
 

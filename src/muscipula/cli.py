@@ -125,6 +125,10 @@ async def _serve(engine, bound) -> int:
     except BindError as exc:
         print(f"muscipula: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"muscipula: state directory {engine.state_dir}: {exc.strerror or exc}"
+              f"{': ' + exc.filename if exc.filename else ''}", file=sys.stderr)
+        return 1
     ready = engine.state_dir / "ready"
     ready.write_text(str(os.getpid()))
     logging.getLogger("muscipula").info("ready")

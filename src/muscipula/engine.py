@@ -64,8 +64,8 @@ class Engine:
             raise
         return bound
 
-    def _prepare_state(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    def _hand_over_state(self) -> None:
+        """Give the state dir to run_as.user before dropping root (its files were made as root)."""
         user = self.config.run_as.user
         if user and os.geteuid() == 0:
             import pwd
@@ -91,35 +91,27 @@ class Engine:
             self.bus.add(Hpfeeds(cfg.hpfeeds), cfg.hpfeeds.queue_size, 100)
 
     async def start(self, bound: list[tuple[Endpoint, socket.socket]]) -> None:
+        """Everything that imports code or makes files as root happens before the drop."""
         cfg = self.config
-        self._prepare_state()
-        drop_privileges(cfg.run_as.user, cfg.run_as.group)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         persona = self.persona = resolve(cfg, self.state_dir)
         from muscipula import certs
 
-        tls_ctx = None
-
-        def tls_context():  # made once, on first use, then shared
-            nonlocal tls_ctx
-            if tls_ctx is None:
-                tls_ctx = certs.server_context(persona)
-            return tls_ctx
-
-        certs.ensure(persona)
+        tls_ctx = certs.server_context(persona)
         store = Store(self.state_dir / cfg.store.dir, cfg.store.max_file_bytes,
                       cfg.store.max_total_bytes, cfg.store.max_open_files)
         writer = TranscriptWriter(self.state_dir / cfg.paths.transcripts)
         shared = self.shared = Shared(bus=self.bus, store=store,
                                       caps=Caps(cfg.limits.max_connections),
-                                      transcripts=writer, tls_context=tls_context)
+                                      transcripts=writer, tls_context=lambda: tls_ctx)
         self._sinks()
+        runtimes = {ep.service: self._runtime(ep.service, shared, persona) for ep, _ in bound}
+        self._hand_over_state()
+        drop_privileges(cfg.run_as.user, cfg.run_as.group)
         await self.bus.start()
         loop = asyncio.get_running_loop()
-        runtimes: dict[str, ServiceRuntime] = {}
         for ep, sock in bound:
-            rt = runtimes.get(ep.service)
-            if rt is None:
-                rt = runtimes[ep.service] = self._runtime(ep.service, shared, persona)
+            rt = runtimes[ep.service]
             if ep.transport == "udp":
                 transport, _ = await loop.create_datagram_endpoint(
                     lambda rt=rt: datagram.DatagramDriver(rt), sock=sock)
