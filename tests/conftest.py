@@ -74,12 +74,42 @@ class Honeypot:
         return json.loads((self.state / "counters.json").read_text())
 
 
+def pick_offset(cfg_path: Path, tries: int = 200) -> int:
+    """An offset at which every port the config enables can be bound on 127.0.0.1 now.
+
+    Random offsets below the kernel's ephemeral range (32768+), checked by binding each
+    endpoint: a busy machine's outgoing connections hold ephemeral ports that even
+    SO_REUSEADDR cannot take.
+    """
+    import random
+
+    from muscipula import config as configmod
+    from muscipula.engine import endpoints
+    from muscipula.net.listeners import BindError, bind
+
+    cfg = configmod.load(cfg_path)
+    top = max((ep.port for ep in endpoints(cfg, 0, ["127.0.0.1"])), default=0)
+    for _ in range(tries):
+        offset = random.randrange(10000, max(10001, 32000 - top))
+        socks = []
+        try:
+            for ep in endpoints(cfg, offset, ["127.0.0.1"]):
+                socks.append(bind(ep))
+        except BindError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return offset
+    return free_port_block()
+
+
 def start_honeypot(state: Path, config: dict[str, Any], offset: int | None = None,
                    extra_args: list[str] | None = None, wait: float = 30.0) -> Honeypot:
     state.mkdir(parents=True, exist_ok=True)
     cfg_path = state.parent / f"{state.name}.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    offset = free_port_block() if offset is None else offset
+    offset = pick_offset(cfg_path) if offset is None else offset
     log_path = state.parent / f"{state.name}.log"
     ready = state / "ready"
     ready.unlink(missing_ok=True)

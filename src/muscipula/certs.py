@@ -36,16 +36,22 @@ def _make(persona: PersonaView, key_path: Path, cert_path: Path) -> None:
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_before + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(persona.fqdn)]), False)
     )
     if persona.os_family == "windows":
+        # IIS Manager's "Create Self-Signed Certificate": no SAN, key and data
+        # encipherment, server authentication only
         builder = builder.add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False
+            x509.KeyUsage(False, False, True, True, False, False, False, False, False), False
         ).add_extension(
-            x509.KeyUsage(True, False, True, False, True, False, False, False, False), False
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False
         )
     else:
-        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        # make-ssl-cert (Debian ssl-cert): CA:FALSE, the host name as SAN, OpenSSL's key id
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=False, path_length=None), False
+        ).add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(persona.fqdn)]), False
+        ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     cert = builder.sign(key, hashes.SHA256())
     key_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(

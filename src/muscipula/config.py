@@ -57,6 +57,7 @@ class LimitsOverride(Strict):
     max_transcript_bytes: NonNegInt | None = None
     max_children: PositiveInt | None = None
     child_accept_timeout: Seconds | None = None
+    max_udp_peers: PositiveInt | None = None
 
     def apply(self, base: Limits) -> Limits:
         changes = {k: v for k, v in self.model_dump().items() if v is not None}
@@ -189,17 +190,38 @@ def merge(base: Any, over: Any) -> Any:
     return copy.deepcopy(over)
 
 
-def _describe(err: dict[str, Any], prefix: tuple[Any, ...] = ()) -> str:
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed where `loc` (ending in the unknown key) points."""
+    for part in loc[:-1]:
+        if isinstance(part, int) or part not in model.model_fields:
+            return []
+        sub = model.model_fields[part].annotation
+        for arg in (sub, *getattr(sub, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                model = arg
+                break
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def _describe(err: Any, prefix: tuple[Any, ...], model: type[BaseModel]) -> str:
     path = ".".join(str(p) for p in (*prefix, *err["loc"])) or "(top)"
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict) else "{...}"
     if err["type"] == "extra_forbidden":
-        return f"{path}: unknown key (value {shown})"
+        known = _known_keys(model, tuple(err["loc"]))
+        expected = f"; expected one of: {', '.join(known)}" if known else ""
+        return f"{path}: unknown key (value {shown}{expected})"
     return f"{path}: {err['msg'].lower()} (got {shown})"
 
 
-def _raise(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> None:
-    lines = [_describe(e, prefix) for e in exc.errors()]
+def _lines(exc: ValidationError, model: type[BaseModel],
+           prefix: tuple[Any, ...] = ()) -> list[str]:
+    return [_describe(e, prefix, model) for e in exc.errors()]
+
+
+def _fail(lines: list[str]) -> None:
     raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
 
 
@@ -223,26 +245,31 @@ def parse(raw: dict[str, Any]) -> Config:
     raw_services = raw.pop("services", {}) or {}
     if not isinstance(raw_services, dict):
         raise ConfigError(f"services: expected a mapping, got {raw_services!r}")
+    errors: list[str] = []  # every problem at once, not one per attempt
     try:
         base = Config.model_validate(raw)
     except ValidationError as exc:
-        _raise(exc)
+        errors += _lines(exc, Config)
     checked: dict[str, ServiceConfig] = {}
     for name, body in raw_services.items():
         spec = registry.get(name)
         if spec is None:
             known = ", ".join(registry.names())
-            raise ConfigError(f"invalid config:\n  services.{name}: unknown service "
-                              f"(expected one of: {known})")
+            errors.append(f"services.{name}: unknown service (expected one of: {known})")
+            continue
         try:
             checked[name] = spec.config_model.model_validate(body or {})
         except ValidationError as exc:
-            _raise(exc, ("services", name))
+            errors += _lines(exc, spec.config_model, ("services", name))
     from muscipula.persona import PRESETS
 
-    if base.persona.preset not in PRESETS:
-        raise ConfigError(f"invalid config:\n  persona.preset: unknown preset "
-                          f"{base.persona.preset!r} (expected one of: {', '.join(PRESETS)})")
+    preset = raw.get("persona", {}).get("preset") if isinstance(raw.get("persona"), dict) \
+        else None
+    if isinstance(preset, str) and preset not in PRESETS:
+        errors.append(f"persona.preset: unknown preset {preset!r} "
+                      f"(expected one of: {', '.join(PRESETS)})")
+    if errors:
+        _fail(errors)
     return base.model_copy(update={"services": checked})
 
 

@@ -101,6 +101,8 @@ class ChildListen:
     transport: str = "tcp"
     ports: tuple[int, int] = (0, 0)
     protocol: str = ""
+    #: server-side TLS on the accepted connection (FTP data with PROT P), persona certificate
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ class ChildConnect:
     host: str
     port: int
     protocol: str = ""
+    #: server-side TLS once connected (FTP active data with PROT P)
+    tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ class Secrets:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a value may be made from another
         self._values: dict[str, Any] = {}
         if path.exists():
             try:

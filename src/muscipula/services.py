@@ -18,9 +18,13 @@ if TYPE_CHECKING:
 MODULES: dict[str, str] = {
     "blackhole": "muscipula.protocols.blackhole",
     # --- ftp
+    "ftp": "muscipula.protocols.ftp",
     # --- tftp
+    "tftp": "muscipula.protocols.tftp",
     # --- http
+    "http": "muscipula.protocols.http",
     # --- mysql
+    "mysql": "muscipula.protocols.mysql",
 }
 
 
@@ -46,6 +50,17 @@ class ServiceSpec:
     build: Callable[[ServiceContext], MachineFactory]
     #: per-transport dionaea protocol names where they differ (SIP over UDP...)
     summary: str = ""
+    #: the most bytes one machine may hold (`buffered()`), from the service's own config;
+    #: the fuzz test holds every machine to it (None: DEFAULT_MAX_BUFFER)
+    max_buffer: Callable[[Any], int] | None = None
+    #: client inputs that look valid (a login, a request); the fuzz test mutates and splits them
+    fuzz_seeds: tuple[bytes, ...] = ()
+
+    def buffer_bound(self, config: Any) -> int:
+        return self.max_buffer(config) if self.max_buffer is not None else DEFAULT_MAX_BUFFER
+
+
+DEFAULT_MAX_BUFFER = 1024 * 1024
 
 
 def names() -> list[str]:

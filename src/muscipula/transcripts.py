@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import queue
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from muscipula.incidents import Connection
 
 log = logging.getLogger(__name__)
 DIRECTIONS = ("in", "out")
+_CONNECTION_FIELDS = tuple(f.name for f in fields(Connection))
 
 
 class TranscriptWriter:
@@ -31,6 +33,7 @@ class TranscriptWriter:
         self.queue: queue.Queue[tuple[Connection, float, list[Any]] | None] = queue.Queue()
         self.written = 0
         self.dropped = 0
+        self._folder: Path | None = None
         self._thread = threading.Thread(target=self._run, name="transcripts", daemon=True)
         self._thread.start()
 
@@ -56,14 +59,31 @@ class TranscriptWriter:
                chunks: list[tuple[float, int, bytes]]) -> None:
         day = time.strftime("%Y-%m-%d", time.gmtime(started))
         folder = self.root / day
-        folder.mkdir(parents=True, exist_ok=True)
+        if folder != self._folder:  # one mkdir a day, not one per connection
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folder = folder
         stamp = time.strftime("%H%M%S", time.gmtime(started))
         name = f"{conn.service}-{conn.transport}-{stamp}-{conn.id}.jsonl"
-        lines = [json.dumps({"connection": asdict(conn), "start": started})]
+        # Connection holds only scalars: a shallow dict is what asdict() makes, at a
+        # fraction of its deep-copying cost (it was a third of this thread's time).
+        header = {key: getattr(conn, key) for key in _CONNECTION_FIELDS}
+        lines = [json.dumps({"connection": header, "start": started})]
         for offset, direction, data in chunks:
-            lines.append(json.dumps([round(offset, 6), DIRECTIONS[direction],
-                                     base64.b64encode(data).decode()]))
-        (folder / name).write_text("\n".join(lines) + "\n", "utf-8")
+            lines.append(f'[{round(offset, 6)!r}, "{DIRECTIONS[direction]}", '
+                         f'"{base64.b64encode(data).decode()}"]')
+        body = ("\n".join(lines) + "\n").encode("utf-8")
+        path = folder / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        except FileNotFoundError:  # the folder was removed under us
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
 
     def close(self, timeout: float = 30.0) -> None:
         self.queue.put(None)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -29,6 +30,7 @@ from muscipula.machine import (
 )
 from muscipula.net.session import Session
 from muscipula.net.stream import addr_pair
+from muscipula.net.tls import TlsLayer
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +38,15 @@ log = logging.getLogger(__name__)
 class Child:
     """Bookkeeping for one tag: its listener or transport and its connection record."""
 
-    __slots__ = ("conn", "listener", "pending", "session", "tag", "timer", "transport",
+    __slots__ = ("conn", "listener", "pending", "session", "tag", "timer", "tls", "transport",
                  "transport_kind")
 
-    def __init__(self, session: Session, tag: str, transport_kind: str) -> None:
+    def __init__(self, session: Session, tag: str, transport_kind: str,
+                 tls: bool = False) -> None:
         self.session = session
         self.tag = tag
         self.transport_kind = transport_kind
+        self.tls = tls
         self.listener: asyncio.AbstractServer | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.conn: Connection | None = None
@@ -58,10 +62,14 @@ class Child:
             self.listener.close()
             self.listener = None
 
-    def close(self) -> None:
+    def close(self, force: bool = False) -> None:
         self.stop_listening()
         if self.transport is not None:
-            self.transport.close()
+            proto = self.transport.get_protocol()
+            if isinstance(proto, _ChildStream) and proto.tls is not None and not force:
+                proto.shutdown()  # TLS data waits for its handshake, then close_notify
+            else:
+                self.transport.close()
             self.transport = None
 
 
@@ -90,6 +98,11 @@ class _ChildStream(asyncio.Protocol):
         self.bytes_in = 0
         self.bytes_out = 0
         self.started = time.time()
+        self.freed = False
+        #: TLS (FTP PROT P): plaintext written before the handshake ends waits here
+        self.tls: TlsLayer | None = None
+        self.tls_pending: list[bytes] = []
+        self.close_after_flush = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         child, session = self.child, self.child.session
@@ -106,6 +119,8 @@ class _ChildStream(asyncio.Protocol):
         self.transport = transport
         child.transport = transport
         child.stop_listening()
+        if child.tls:
+            self.tls = TlsLayer(session.rt.shared.tls_context())
         child.conn = _record(session, self.kind, "tcp", local, remote, "")
         session.deliver(ChildConnected(child.tag, remote))
         for data in child.pending:
@@ -113,26 +128,70 @@ class _ChildStream(asyncio.Protocol):
         child.pending.clear()
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.bytes_out += len(data)
-            self.transport.write(data)
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.bytes_out += len(data)
+        if self.tls is not None:
+            if not self.tls.handshaken:
+                self.tls_pending.append(data)
+                return
+            try:
+                data = self.tls.encrypt(data)
+            except ssl.SSLError:
+                self.transport.abort()
+                return
+        self.transport.write(data)
+
+    def shutdown(self) -> None:
+        """Close once TLS is up and what was written is flushed (with close_notify)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.tls is not None and not self.tls.handshaken:
+            self.close_after_flush = True
+            return
+        if self.tls is not None:
+            self.transport.write(self.tls.close_notify())
+        self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         session = self.child.session
         self.bytes_in += len(data)
         if session.closing or not session.count_in(len(data)):
             return
+        if self.tls is not None:
+            try:
+                plain, raw = self.tls.feed(data)
+            except ssl.SSLError:
+                if self.transport is not None:
+                    self.transport.abort()
+                return
+            if raw and self.transport is not None:
+                self.transport.write(raw)
+            if self.tls.handshaken and self.tls_pending:
+                pending, self.tls_pending = self.tls_pending, []
+                for chunk in pending:
+                    self.bytes_out -= len(chunk)
+                    self.write(chunk)
+            if self.tls.handshaken and self.close_after_flush:
+                self.close_after_flush = False
+                self.shutdown()
+            if not plain:
+                return
+            data = plain
         session.deliver(ChildData(self.child.tag, data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         child, session = self.child, self.child.session
-        if child.conn is None or child.transport is not self.transport:
-            return
-        child.transport = None
+        if child.conn is None or self.transport is None or self.freed:
+            return  # a refused extra peer, or already accounted
+        self.freed = True
         session.rt.shared.bus.emit("connection.free", child.conn.id, {
             "connection": child.conn, "reason": "closed" if exc is None else "reset",
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "duration": round(time.time() - self.started, 6)})
+        if child.transport is not self.transport:
+            return  # closed by the machine (ChildClose): no event back
+        child.transport = None
         if session.children and session.children.get(child.tag) is child:
             del session.children[child.tag]
             if not session.closing:
@@ -263,7 +322,8 @@ def handle(session: Session, action: Any) -> None:
             if plain_host(action.host) != session.conn.remote_host:
                 session.child_failed(action.tag, "refused: not the peer's address")
                 return
-        child = Child(session, action.tag, getattr(action, "transport", "tcp"))
+        child = Child(session, action.tag, getattr(action, "transport", "tcp"),
+                      bool(getattr(action, "tls", False)))
         children[action.tag] = child
         coro = _listen(session, child, action) if isinstance(action, ChildListen) else \
             _connect(session, child, action)
@@ -291,6 +351,6 @@ def handle(session: Session, action: Any) -> None:
 def close_all(session: Session) -> None:
     for child in list((session.children or {}).values()):
         with contextlib.suppress(Exception):
-            child.close()
+            child.close(force=True)
     if session.children:
         session.children.clear()

@@ -21,6 +21,10 @@ class Endpoint:
 
 
 def bind(endpoint: Endpoint, backlog: int = 1024) -> socket.socket:
+    if not 0 < endpoint.port < 65536:
+        raise BindError(f"{endpoint.service}: cannot bind {endpoint.transport} "
+                        f"[{endpoint.host}]:{endpoint.port}: port out of range 1-65535 "
+                        "(configured port plus --port-offset)")
     family = socket.AF_INET6 if ":" in endpoint.host else socket.AF_INET
     kind = socket.SOCK_DGRAM if endpoint.transport == "udp" else socket.SOCK_STREAM
     sock = socket.socket(family, kind)

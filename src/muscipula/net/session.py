@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 class Session:
     __slots__ = (
-        "_wake", "bytes_in", "bytes_out", "captures", "children", "closing", "conn",
+        "_wake", "bytes_in", "bytes_out", "captures", "children", "close_reason", "closing",
+        "conn",
         "last_active", "machine", "rt", "started", "transcript", "transcript_size",
     )
 
@@ -51,6 +52,7 @@ class Session:
         self.bytes_in = 0
         self.bytes_out = 0
         self.closing = False
+        self.close_reason = ""
         self._wake: asyncio.TimerHandle | None = None
         self.captures: dict[str, Capture | None] | None = None
         self.children: dict[str, Any] | None = None
@@ -198,10 +200,12 @@ class Session:
         if self.closing:
             return
         self.closing = True
+        self.close_reason = reason  # connection.free says why (a limit's name, "shutdown")
         self._close(abort)
 
     def finish(self, reason: str) -> None:
         """The transport is gone: tell the machine, flush captures, free everything."""
+        reason = self.close_reason or reason
         self.closing = True
         if self._wake is not None:
             self._wake.cancel()

@@ -36,6 +36,7 @@ class StreamDriver(Session, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.admitted = False
         self.closing = False
+        self.close_reason = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -94,7 +95,14 @@ class StreamDriver(Session, asyncio.Protocol):
             plain, out = tls.feed(data)
         except ssl.SSLError as exc:
             self.emit("connection.tls.error", {"error": exc.reason or str(exc)})
-            self.close(abort=True, reason="tls error")
+            alert = tls.pending()
+            if alert and self.transport is not None:
+                # the alert OpenSSL wrote (protocol_version, handshake_failure) is what a
+                # real server sends before closing; scanners recognise TLS by it
+                self.transport.write(alert)
+                self.close(abort=False, reason="tls error")
+            else:
+                self.close(abort=True, reason="tls error")
             return
         if out and self.transport is not None:
             self.transport.write(out)

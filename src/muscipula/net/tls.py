@@ -147,9 +147,21 @@ class TlsLayer:
         plain = b"".join(chunks)
         return plain, self._out.read()
 
+    def pending(self) -> bytes:
+        """Raw bytes OpenSSL has queued for the peer (an alert after a failed handshake)."""
+        return self._out.read()
+
     def encrypt(self, plain: bytes) -> bytes:
         if plain:
             self._obj.write(plain)
+        return self._out.read()
+
+    def close_notify(self) -> bytes:
+        """The raw close_notify alert to send before closing."""
+        try:
+            self._obj.unwrap()
+        except (ssl.SSLError, ValueError):
+            pass  # the peer's close_notify is not awaited
         return self._out.read()
 
     def version(self) -> str | None:

@@ -68,6 +68,13 @@ def _download(obj: dict[str, Any], inc: Incident) -> None:
            obj["_cap"])
 
 
+@detail("connection.tls.hello")
+def _tls_hello(obj: dict[str, Any], inc: Incident) -> None:
+    f = inc.fields
+    obj["tls"] = {k: f.get(k) for k in ("sni", "version", "ciphers", "extensions", "groups",
+                                        "point_formats", "alpn", "ja3", "ja3_hash")}
+
+
 def flatten(obj: dict[str, Any]) -> dict[str, Any]:
     """dionaea's flat_data: lists of objects become objects of lists, lists of text joined."""
     out: dict[str, Any] = {}
