@@ -1,0 +1,125 @@
+"""FTP sessions/s: connect, USER/PASS with wrong credentials, QUIT; sequential and 50 concurrent.
+
+Spoken on the wire with plain sockets so that the client costs as little as
+possible: a reply is read up to its final line (`NNN text`), multi-line banners
+included. Sequential is one blocking client; concurrent is 50 clients on one
+uvloop loop, each running sessions back to back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import tempfile
+from pathlib import Path
+
+from lib import (
+    HOST,
+    Board,
+    Server,
+    concurrent,
+    free_port,
+    lost,
+    muscipula_services,
+    run_async,
+    sequential,
+    start_bare,
+    start_muscipula,
+)
+
+AREA = "ftp"
+SCRIPT = (b"USER bench\r\n", b"PASS wrong-password\r\n", b"QUIT\r\n")
+FINAL = re.compile(rb"(?:^|\n)\d{3} [^\n]*\n")
+
+
+def _complete(buf: bytes) -> bool:
+    return FINAL.search(buf) is not None
+
+
+def session_sync(port: int) -> None:
+    with socket.create_connection((HOST, port), timeout=5) as s:
+        for line in (None, *SCRIPT):
+            if line is not None:
+                s.sendall(line)
+            buf = b""
+            while not _complete(buf):
+                chunk = s.recv(4096)
+                if not chunk:
+                    if line == SCRIPT[-1]:
+                        return  # closed right after (or instead of) the 221
+                    raise ConnectionError("closed early")
+                buf += chunk
+
+
+async def session_async(port: int) -> None:
+    loop = asyncio.get_running_loop()
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        await loop.sock_connect(s, (HOST, port))
+        for line in (None, *SCRIPT):
+            if line is not None:
+                await loop.sock_sendall(s, line)
+            buf = b""
+            while not _complete(buf):
+                chunk = await loop.sock_recv(s, 4096)
+                if not chunk:
+                    if line == SCRIPT[-1]:
+                        return
+                    raise ConnectionError("closed early")
+                buf += chunk
+    finally:
+        s.close()
+
+
+def measure(board: Board, who: str, port: int, duration: float) -> None:
+    session_sync(port)  # one to check it answers at all
+    seq = sequential(lambda: session_sync(port), duration)
+    con = run_async(concurrent(lambda: session_async(port), 50, duration))
+    board.add(AREA, "seq", "sessions/s, sequential", "1/s", who, seq.rate)
+    board.add(AREA, "c50", "sessions/s, 50 concurrent", "1/s", who, con.rate)
+    print(f"  {who}: {seq.rate:,.0f}/s sequential ({seq.errors} errors), {con.rate:,.0f}/s "
+          f"with 50 ({con.errors} errors)", flush=True)
+    if seq.errors or con.errors:
+        board.note(AREA, f"{who}: {seq.errors + con.errors} failed sessions")
+
+
+def _start(who: str, peers, tmp: Path) -> tuple[Server | None, int]:
+    if who == "bare":
+        port = free_port()
+        return start_bare("ftp", port), port
+    if who == "muscipula":
+        server = start_muscipula(tmp, {"ftp": {}}, [(21, "tcp")],
+                                 limits={"max_per_address": 1024})
+        return server, server.port(21)
+    port = free_port()
+    if who == "opencanary":
+        return peers.opencanary({"ftp": port}), port
+    return peers.qeeqbox("ftp", port), port
+
+
+def run(board: Board, quick: bool, rounds: int, peers=None) -> None:
+    if "ftp" not in muscipula_services():
+        board.note(AREA, "muscipula has no ftp service yet; only the others were measured")
+    duration = 1.5 if quick else 5.0
+    who_all = ["bare", "muscipula", *(["opencanary", "qeeqbox"] if peers else [])]
+    for r in range(rounds):
+        print(f"ftp round {r + 1}/{rounds}", flush=True)
+        for who in who_all if r % 2 == 0 else reversed(who_all):
+            if who == "muscipula" and "ftp" not in muscipula_services():
+                continue
+            with tempfile.TemporaryDirectory(prefix="bench-ftp-") as tmp:
+                server, port = _start(who, peers, Path(tmp))
+                if server is None:
+                    continue
+                try:
+                    with server:
+                        measure(board, who, port, duration)
+                except Exception as exc:
+                    board.note(AREA, f"{who}: {type(exc).__name__}: {exc}")
+                    continue
+                if who == "muscipula":
+                    missing = lost(server)
+                    board.add(AREA, "lost", "incidents lost", "count", who, missing,
+                              higher_is_better=False)
