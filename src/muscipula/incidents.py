@@ -70,8 +70,22 @@ REGISTRY: dict[str, Spec] = {
     # services
     "blackhole.data": _s("bytes that arrived at the blackhole", "size"),
     # --- ftp
+    "ftp.command": _s("an FTP command line (dionaea's ftp.command)", "command", "arguments"),
+    "ftp.bounce": _s("PORT/EPRT to another host or a privileged port, refused",
+                     "command", "host", "port", "reason"),
     # --- tftp
+    "tftp.request": _s("an RRQ or WRQ and how it was answered (error_* None: accepted)",
+                       "opcode", "filename", "mode", "options", "error_code", "error_text"),
+    "tftp.transfer": _s(
+        "a TFTP transfer ended", "direction", "filename", "mode", "status", "bytes",
+        "blocks", "blksize", "windowsize", "tsize", "retransmits", "local_port", "duration",
+        "url", "peer_error_code", "peer_error_text"),
     # --- http
+    "http.request": _s("an HTTP request and the status it was answered with", "method",
+                       "target", "version", "host", "user_agent", "headers", "status",
+                       "body_size", "body"),
+    "http.exploit": _s("an exploit payload in an HTTP request", "kind", "where", "detail",
+                       "urls"),
     # --- mysql
 }
 

@@ -1,0 +1,48 @@
+"""How FTP incidents are kept: an ftp_commands table and dionaea's JSON `ftp.commands`.
+
+dionaea raised ftp.command for every line but logsql kept none of them; the
+table follows its naming style (`connection` = attack id). Logins go to the
+core `logins` table and uploads to `offers`/`downloads` through core writers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from muscipula.incidents import Incident
+from muscipula.sinks import jsonlog, logsql
+
+logsql.table("""
+CREATE TABLE IF NOT EXISTS ftp_commands (
+    ftp_command INTEGER PRIMARY KEY,
+    connection INTEGER,
+    ftp_command_command TEXT,
+    ftp_command_arguments TEXT
+);
+CREATE INDEX IF NOT EXISTS ftp_commands_connection_idx ON ftp_commands (connection);
+CREATE INDEX IF NOT EXISTS ftp_commands_command_idx ON ftp_commands (ftp_command_command);
+""")
+
+
+@logsql.writer("ftp.command")
+def _command(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
+    f = inc.fields
+    cur.execute(
+        "INSERT INTO ftp_commands (connection, ftp_command_command, ftp_command_arguments) "
+        "VALUES (?,?,?)",
+        (conn, logsql.text(f.get("command")), json.dumps(list(f.get("arguments") or []))))
+
+
+@jsonlog.detail("ftp.command")
+def _command_json(obj: dict[str, Any], inc: Incident) -> None:
+    f = inc.fields
+    jsonlog.append(obj, ("ftp", "commands"),
+                   {"command": f.get("command"), "arguments": list(f.get("arguments") or [])},
+                   obj["_cap"])
+
+
+@jsonlog.detail("ftp.bounce")
+def _bounce_json(obj: dict[str, Any], inc: Incident) -> None:
+    jsonlog.append(obj, ("ftp", "bounces"), dict(inc.fields), obj["_cap"])
