@@ -1,0 +1,94 @@
+"""logsql tables and JSON detail for HTTP requests and exploit findings.
+
+dionaea had no HTTP tables; these follow its conventions: one row per request in
+`http_requests` keyed by `connection`, its headers in order in `http_headers`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from muscipula.incidents import Incident
+from muscipula.sinks import jsonlog, logsql
+
+logsql.table("""
+CREATE TABLE IF NOT EXISTS http_requests (
+    http_request INTEGER PRIMARY KEY,
+    connection INTEGER,
+    http_request_method TEXT,
+    http_request_target TEXT,
+    http_request_version TEXT,
+    http_request_host TEXT,
+    http_request_user_agent TEXT,
+    http_request_status INTEGER,
+    http_request_body_size INTEGER,
+    http_request_body BLOB
+);
+CREATE INDEX IF NOT EXISTS http_requests_connection_idx ON http_requests (connection);
+CREATE INDEX IF NOT EXISTS http_requests_target_idx ON http_requests (http_request_target);
+CREATE TABLE IF NOT EXISTS http_headers (
+    http_header INTEGER PRIMARY KEY,
+    http_request INTEGER,
+    connection INTEGER,
+    http_header_index INTEGER,
+    http_header_name TEXT,
+    http_header_value TEXT
+);
+CREATE INDEX IF NOT EXISTS http_headers_request_idx ON http_headers (http_request);
+CREATE INDEX IF NOT EXISTS http_headers_connection_idx ON http_headers (connection);
+CREATE INDEX IF NOT EXISTS http_headers_name_idx ON http_headers (http_header_name);
+CREATE TABLE IF NOT EXISTS http_exploits (
+    http_exploit INTEGER PRIMARY KEY,
+    connection INTEGER,
+    http_exploit_kind TEXT,
+    http_exploit_where TEXT,
+    http_exploit_detail TEXT
+);
+CREATE INDEX IF NOT EXISTS http_exploits_connection_idx ON http_exploits (connection);
+""")
+
+
+@logsql.writer("http.request")
+def _request(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
+    f = inc.fields
+    cur.execute(
+        "INSERT INTO http_requests (connection, http_request_method, http_request_target, "
+        "http_request_version, http_request_host, http_request_user_agent, "
+        "http_request_status, http_request_body_size, http_request_body) "
+        "VALUES (?,?,?,?,?,?,?,?,?)",
+        (conn, f["method"], f["target"], f["version"], f["host"], f["user_agent"],
+         f["status"], f["body_size"], bytes(f["body"])))
+    request = cur.lastrowid
+    cur.executemany(
+        "INSERT INTO http_headers (http_request, connection, http_header_index, "
+        "http_header_name, http_header_value) VALUES (?,?,?,?,?)",
+        [(request, conn, i, name, value) for i, (name, value) in enumerate(f["headers"])])
+
+
+@logsql.writer("http.exploit")
+def _exploit(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
+    f = inc.fields
+    cur.execute("INSERT INTO http_exploits (connection, http_exploit_kind, http_exploit_where, "
+                "http_exploit_detail) VALUES (?,?,?,?)",
+                (conn, f["kind"], f["where"], f["detail"]))
+
+
+@jsonlog.detail("http.request")
+def _json_request(obj: dict[str, Any], inc: Incident) -> None:
+    f = inc.fields
+    body = bytes(f["body"])
+    jsonlog.append(obj, ("http", "requests"), {
+        "method": f["method"], "target": f["target"], "version": f["version"],
+        "status": f["status"], "host": f["host"], "user_agent": f["user_agent"],
+        "headers": [[k, v] for k, v in f["headers"]], "body_size": f["body_size"],
+        "body": body.decode("utf-8", "backslashreplace"),
+    }, obj["_cap"])
+
+
+@jsonlog.detail("http.exploit")
+def _json_exploit(obj: dict[str, Any], inc: Incident) -> None:
+    f = inc.fields
+    jsonlog.append(obj, ("http", "exploits"),
+                   {"kind": f["kind"], "where": f["where"], "detail": f["detail"],
+                    "urls": list(f["urls"])}, obj["_cap"])
