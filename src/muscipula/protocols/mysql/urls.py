@@ -1,19 +1,11 @@
-"""URLs and download commands inside SQL text, for `download.offer`.
-
-Uses the shared extractor when the package has one; this small fallback keeps
-the MySQL service working on its own.
-"""
+"""Download offers inside SQL text, including inside hex literals (UDF droppers)."""
 
 from __future__ import annotations
 
 import re
 
-try:  # the shared extractor, where present
-    from muscipula.capture.urls import find_offers as _shared
-except ImportError:  # pragma: no cover - depends on what is installed beside us
-    _shared = None
+from muscipula.capture.urls import find_offers
 
-_URL = re.compile(rb"""(?i)\b(?:https?|ftp|tftp)://[^\s'"`<>)(;|\\]{3,2048}""")
 _HEX = re.compile(r"(?i)(?<![0-9a-z_])0x([0-9a-f]{16,})|unhex\(\s*'([0-9a-f]{16,})'")
 
 
@@ -30,17 +22,6 @@ def decoded_literals(text: str, limit: int = 1 << 20) -> list[bytes]:
             break
         out.append(bytes.fromhex(digits))
     return out
-
-
-def find_offers(text: str) -> list[str]:
-    if _shared is not None:
-        return list(_shared(text))
-    seen: list[str] = []
-    for m in _URL.finditer(text.encode("utf-8", "surrogateescape")):
-        url = m.group(0).decode("utf-8", "replace").rstrip(".,")
-        if url not in seen:
-            seen.append(url)
-    return seen
 
 
 def offers_in_query(text: str) -> list[str]:
