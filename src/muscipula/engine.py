@@ -16,7 +16,13 @@ from muscipula import services
 from muscipula.config import Config
 from muscipula.incidents import Bus
 from muscipula.net import datagram, stream
-from muscipula.net.listeners import Endpoint, bind, drop_privileges
+from muscipula.net.listeners import (
+    BindError,
+    Endpoint,
+    FamilyUnavailable,
+    bind,
+    drop_privileges,
+)
 from muscipula.net.runtime import Caps, ServiceRuntime, Shared
 from muscipula.persona import PersonaView, resolve
 from muscipula.store import Store
@@ -53,15 +59,24 @@ class Engine:
     persona: PersonaView | None = None
 
     def bind_all(self) -> list[tuple[Endpoint, socket.socket]]:
-        """Bind every endpoint; raises BindError naming the first that fails."""
+        """Bind every endpoint; raises BindError naming the first that fails.
+
+        A wildcard of an address family the host lacks (:: without IPv6) is left
+        out with a warning, so the default config runs on IPv4-only hosts.
+        """
         bound: list[tuple[Endpoint, socket.socket]] = []
         try:
             for ep in endpoints(self.config, self.port_offset, self.addresses):
-                bound.append((ep, bind(ep)))
+                try:
+                    bound.append((ep, bind(ep)))
+                except FamilyUnavailable as exc:
+                    log.warning("%s; serving the other address family only", exc)
         except Exception:
             for _, sock in bound:
                 sock.close()
             raise
+        if not bound:
+            raise BindError("nothing to listen on: no enabled service could be bound")
         return bound
 
     def _hand_over_state(self) -> None:

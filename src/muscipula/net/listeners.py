@@ -12,6 +12,10 @@ class BindError(Exception):
     """One line for the operator: which service, which address, and how to fix it."""
 
 
+class FamilyUnavailable(BindError):
+    """The host has no IPv6 (or no IPv4): the wildcard of that family can be left out."""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     service: str
@@ -49,10 +53,13 @@ def bind(endpoint: Endpoint, backlog: int = 1024) -> socket.socket:
                 "binary), or run with --port-offset N") from None
         if exc.errno == errno.EADDRINUSE:
             raise BindError(f"{where}: address already in use") from None
+        wildcard = endpoint.host in ("::", "0.0.0.0")
         if exc.errno == errno.EADDRNOTAVAIL:
-            raise BindError(f"{where}: address not available on this host") from None
+            kind = FamilyUnavailable if wildcard else BindError
+            raise kind(f"{where}: address not available on this host") from None
         if exc.errno == errno.EAFNOSUPPORT:
-            raise BindError(f"{where}: address family not supported (IPv6 off?)") from None
+            kind = FamilyUnavailable if wildcard else BindError
+            raise kind(f"{where}: address family not supported (IPv6 off?)") from None
         raise BindError(f"{where}: {exc.strerror or exc}") from None
     return sock
 
