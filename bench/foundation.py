@@ -1,7 +1,8 @@
 """Foundation: (a) incidents/s through bus -> logsql, (b) blackhole accepts/s and RSS per conn.
 
-(a) runs in-process: the real `Bus` and `LogSql` (and `JsonLog`) fed the incidents
-of a connection with a login and an offer, paced the way the network path is
+(a) runs the real `Bus` and `LogSql` (and `JsonLog`) as the engine does, the sinks in
+their own process (sinks/process.py), fed the incidents of a connection with a login
+and an offer, paced the way the network path is
 (it yields to the loop, and waits while a sink's queue is half full, so nothing
 is dropped), and checked by counting rows. The bare figure is the least that
 writes the same rows into the same schema: plain sqlite3 executemany in
@@ -56,15 +57,16 @@ async def _through_bus(n: int, state: Path, json: bool) -> tuple[float, int, boo
     """Incidents/s from first emit to the last row committed; lost count; rows check."""
     from muscipula.config import JsonSink
     from muscipula.incidents import Bus
-    from muscipula.sinks.jsonlog import JsonLog
-    from muscipula.sinks.logsql import LogSql
+    from muscipula.sinks.process import SinkHost
 
     bus = Bus()
     queue = 100_000
-    bus.add(LogSql(state / "logsql.sqlite"), queue, BATCH)
+    host = SinkHost()  # the engine's path: the sinks write in their own process
+    bus.add(host.sink("logsql", "logsql", state / "logsql.sqlite"), queue, BATCH)
     if json:
-        bus.add(JsonLog(state / "connections.json", JsonSink()), queue)
+        bus.add(host.sink("jsonlog", "jsonlog", state / "connections.json", JsonSink()), queue)
     await bus.start()
+    await host.ready()  # the engine starts its sink process at startup: not part of the rate
     conns = n // 4
     t0 = time.perf_counter()
     now = time.time()

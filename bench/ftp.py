@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import tempfile
 from pathlib import Path
 
 from lib import (
@@ -19,13 +18,13 @@ from lib import (
     Board,
     Server,
     concurrent,
-    free_port,
-    lost,
+    contenders,
+    measure_rounds,
     muscipula_services,
     run_async,
     sequential,
-    start_bare,
     start_muscipula,
+    start_other,
 )
 
 AREA = "ftp"
@@ -86,40 +85,16 @@ def measure(board: Board, who: str, port: int, duration: float) -> None:
 
 
 def _start(who: str, peers, tmp: Path) -> tuple[Server | None, int]:
-    if who == "bare":
-        port = free_port()
-        return start_bare("ftp", port), port
-    if who == "muscipula":
-        server = start_muscipula(tmp, {"ftp": {}}, [(21, "tcp")],
-                                 limits={"max_per_address": 1024})
-        return server, server.port(21)
-    port = free_port()
-    if who == "opencanary":
-        return peers.opencanary({"ftp": port}), port
-    return peers.qeeqbox("ftp", port), port
+    if who != "muscipula":
+        return start_other(who, "ftp", peers)
+    server = start_muscipula(tmp, {"ftp": {}}, [(21, "tcp")], limits={"max_per_address": 1024})
+    return server, server.port(21)
 
 
 def run(board: Board, quick: bool, rounds: int, peers=None) -> None:
     if "ftp" not in muscipula_services():
         board.note(AREA, "muscipula has no ftp service yet; only the others were measured")
     duration = 1.5 if quick else 5.0
-    who_all = ["bare", "muscipula", *(["opencanary", "qeeqbox"] if peers else [])]
-    for r in range(rounds):
-        print(f"ftp round {r + 1}/{rounds}", flush=True)
-        for who in who_all if r % 2 == 0 else reversed(who_all):
-            if who == "muscipula" and "ftp" not in muscipula_services():
-                continue
-            with tempfile.TemporaryDirectory(prefix="bench-ftp-") as tmp:
-                server, port = _start(who, peers, Path(tmp))
-                if server is None:
-                    continue
-                try:
-                    with server:
-                        measure(board, who, port, duration)
-                except Exception as exc:
-                    board.note(AREA, f"{who}: {type(exc).__name__}: {exc}")
-                    continue
-                if who == "muscipula":
-                    missing = lost(server)
-                    board.add(AREA, "lost", "incidents lost", "count", who, missing,
-                              higher_is_better=False)
+    measure_rounds(board, AREA, rounds, contenders(peers),
+                   lambda who, tmp: _start(who, peers, tmp),
+                   lambda who, server, port, r: measure(board, who, port, duration))

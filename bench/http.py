@@ -8,20 +8,19 @@ from /proc.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from lib import (
     Board,
     Server,
+    contenders,
     exchange_all,
-    free_port,
     hold_flood,
-    lost,
+    measure_rounds,
     muscipula_services,
-    start_bare,
     start_muscipula,
+    start_other,
     wrk,
 )
 
@@ -60,45 +59,22 @@ def measure(board: Board, who: str, server: Server, port: int, duration: float,
 
 
 def _start(who: str, peers, tmp: Path, idle: int) -> tuple[Server | None, int]:
-    if who == "bare":
-        port = free_port()
-        return start_bare("http", port), port
-    if who == "muscipula":
-        server = start_muscipula(tmp, {"http": {}}, [(80, "tcp"), (443, "tcp")],
-                                 limits={"max_per_address": idle + 1000,
-                                         "max_connections": idle + 1000})
-        return server, server.port(80)
-    port = free_port()
-    if who == "opencanary":
-        return peers.opencanary({"http": port}), port
-    return peers.qeeqbox("http", port), port
+    if who != "muscipula":
+        return start_other(who, "http", peers)
+    server = start_muscipula(tmp, {"http": {}}, [(80, "tcp"), (443, "tcp")],
+                             limits={"max_per_address": idle + 1000,
+                                     "max_connections": idle + 1000})
+    return server, server.port(80)
 
 
 def run(board: Board, quick: bool, rounds: int, peers=None) -> None:
     if shutil.which("wrk") is None:
         board.note(AREA, "wrk is not installed (apt-get install wrk); skipped")
         return
-    has = "http" in muscipula_services()
-    if not has:
+    if "http" not in muscipula_services():
         board.note(AREA, "muscipula has no http service yet; only the others were measured")
     duration = 2.0 if quick else 10.0
     idle = 1000 if quick else 5000
-    who_all = ["bare", "muscipula", *(["opencanary", "qeeqbox"] if peers else [])]
-    for r in range(rounds):
-        print(f"http round {r + 1}/{rounds}", flush=True)
-        for who in who_all if r % 2 == 0 else reversed(who_all):
-            if who == "muscipula" and not has:
-                continue
-            with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
-                server, port = _start(who, peers, Path(tmp), idle)
-                if server is None:
-                    continue
-                try:
-                    with server:
-                        measure(board, who, server, port, duration, idle)
-                except Exception as exc:
-                    board.note(AREA, f"{who}: {type(exc).__name__}: {exc}")
-                    continue
-                if who == "muscipula":
-                    board.add(AREA, "lost", "incidents lost", "count", who, lost(server),
-                              higher_is_better=False)
+    measure_rounds(board, AREA, rounds, contenders(peers),
+                   lambda who, tmp: _start(who, peers, tmp, idle),
+                   lambda who, server, port, r: measure(board, who, server, port, duration, idle))

@@ -22,6 +22,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -227,6 +228,25 @@ def start_muscipula(workdir: Path, services: dict[str, dict[str, Any]],
                                + (workdir / "muscipula.log").read_text()[-2000:])
         time.sleep(0.02)
     return Server("muscipula", proc, offset, workdir)
+
+
+def contenders(peers: Any) -> list[str]:
+    """The servers an area measures: bare and muscipula, and the peer honeypots if wanted."""
+    return ["bare", "muscipula", *(["opencanary", "qeeqbox"] if peers else [])]
+
+
+def start_other(who: str, kind: str, peers: Any, transport: str = "tcp",
+                **opts: Any) -> tuple[Server | None, int]:
+    """`kind` served on a free port by the bare server (`opts` are its options) or a peer.
+
+    None for a peer that did not start (it has said why).
+    """
+    port = free_port(transport)
+    if who == "bare":
+        return start_bare(kind, port, **opts), port
+    if who == "opencanary":
+        return peers.opencanary({kind: port}), port
+    return peers.qeeqbox(kind, port), port
 
 
 def muscipula_counters(server: Server) -> dict[str, Any]:
@@ -576,3 +596,36 @@ class Board:
     def render(self) -> str:
         areas = [*self.areas, *(a for a in self.notes if a not in self.areas)]
         return "\n\n".join(self.table(a) for a in areas)
+
+
+# ----------------------------------------------------------------- areas
+
+
+def measure_rounds(board: Board, area: str, rounds: int, who_all: list[str],
+                   start: Callable[[str, Path], tuple[Server | None, int]],
+                   measure: Callable[[str, Server, int, int], None]) -> None:
+    """`rounds` rounds over `who_all`, in reverse order every other round.
+
+    Each server is started in its own temp dir by `start(who, dir)`, measured by
+    `measure(who, server, port, round)` and stopped; a failure becomes a note, and
+    muscipula's lost incidents a figure.
+    """
+    has = area in muscipula_services()
+    for r in range(rounds):
+        print(f"{area} round {r + 1}/{rounds}", flush=True)
+        for who in who_all if r % 2 == 0 else reversed(who_all):
+            if who == "muscipula" and not has:
+                continue
+            with tempfile.TemporaryDirectory(prefix=f"bench-{area}-") as tmp:
+                server, port = start(who, Path(tmp))
+                if server is None:
+                    continue
+                try:
+                    with server:
+                        measure(who, server, port, r)
+                except Exception as exc:
+                    board.note(area, f"{who}: {type(exc).__name__}: {exc}")
+                    continue
+                if who == "muscipula":
+                    board.add(area, "lost", "incidents lost", "count", who, lost(server),
+                              higher_is_better=False)

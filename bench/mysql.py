@@ -8,19 +8,18 @@ logged-in connection, back to back.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from lib import (
     HOST,
     Board,
     Server,
-    free_port,
-    lost,
+    contenders,
+    measure_rounds,
     muscipula_services,
     sequential,
-    start_bare,
     start_muscipula,
+    start_other,
     threaded,
 )
 
@@ -82,49 +81,29 @@ def measure_queries(board: Board, who: str, port: int, duration: float,
 
 
 def _start(who: str, peers, tmp: Path) -> tuple[Server | None, int]:
-    if who == "bare":
-        port = free_port()
-        return start_bare("mysql", port), port
-    if who == "muscipula":
-        server = start_muscipula(
-            tmp, {"mysql": {"login": {"mode": "list", "users": {USER: PASSWORD}}}},
-            [(3306, "tcp")], limits={"max_per_address": 1024})
-        return server, server.port(3306)
-    port = free_port()
+    if who != "muscipula":
+        return start_other(who, "mysql", peers)
+    server = start_muscipula(
+        tmp, {"mysql": {"login": {"mode": "list", "users": {USER: PASSWORD}}}},
+        [(3306, "tcp")], limits={"max_per_address": 1024})
+    return server, server.port(3306)
+
+
+def measure(board: Board, who: str, port: int, duration: float, round_no: int) -> None:
+    measure_logins(board, who, port, duration)
     if who == "opencanary":
-        return peers.opencanary({"mysql": port}), port
-    return peers.qeeqbox("mysql", port), port
+        if round_no == 0:
+            board.note(AREA, "opencanary refuses every MySQL login: no query figure")
+    else:
+        # qeeqbox's default account is test/test
+        creds = ("test", "test") if who == "qeeqbox" else (USER, PASSWORD)
+        measure_queries(board, who, port, duration, *creds)
 
 
 def run(board: Board, quick: bool, rounds: int, peers=None) -> None:
-    has = "mysql" in muscipula_services()
-    if not has:
+    if "mysql" not in muscipula_services():
         board.note(AREA, "muscipula has no mysql service yet; only the others were measured")
     duration = 1.5 if quick else 5.0
-    who_all = ["bare", "muscipula", *(["opencanary", "qeeqbox"] if peers else [])]
-    for r in range(rounds):
-        print(f"mysql round {r + 1}/{rounds}", flush=True)
-        for who in who_all if r % 2 == 0 else reversed(who_all):
-            if who == "muscipula" and not has:
-                continue
-            with tempfile.TemporaryDirectory(prefix="bench-mysql-") as tmp:
-                server, port = _start(who, peers, Path(tmp))
-                if server is None:
-                    continue
-                try:
-                    with server:
-                        measure_logins(board, who, port, duration)
-                        if who == "opencanary":
-                            if r == 0:
-                                board.note(AREA, "opencanary refuses every MySQL login: "
-                                                 "no query figure")
-                        else:
-                            # qeeqbox's default account is test/test
-                            creds = ("test", "test") if who == "qeeqbox" else (USER, PASSWORD)
-                            measure_queries(board, who, port, duration, *creds)
-                except Exception as exc:
-                    board.note(AREA, f"{who}: {type(exc).__name__}: {exc}")
-                    continue
-                if who == "muscipula":
-                    board.add(AREA, "lost", "incidents lost", "count", who, lost(server),
-                              higher_is_better=False)
+    measure_rounds(board, AREA, rounds, contenders(peers),
+                   lambda who, tmp: _start(who, peers, tmp),
+                   lambda who, server, port, r: measure(board, who, port, duration, r))

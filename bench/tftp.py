@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import socket
 import struct
-import tempfile
 from pathlib import Path
 
 from lib import (
     HOST,
     Board,
     Server,
-    free_port,
-    lost,
+    measure_rounds,
     muscipula_services,
     sequential,
-    start_bare,
     start_muscipula,
+    start_other,
 )
 
 AREA = "tftp"
@@ -139,34 +137,23 @@ def _muscipula(tmp: Path) -> tuple[Server, bool]:
     return server, key is not None
 
 
+def _start(board: Board, who: str, tmp: Path) -> tuple[Server | None, int]:
+    if who == "bare":
+        return start_other("bare", "tftp", None, "udp", size=SIZE)
+    server, can_read = _muscipula(tmp)
+    server.extra["can_read"] = can_read
+    if not can_read:
+        board.note(AREA, "no RRQ root key found in the tftp config; RRQ skipped")
+    return server, server.port(69)
+
+
 def run(board: Board, quick: bool, rounds: int, peers=None) -> None:
-    has = "tftp" in muscipula_services()
-    if not has:
+    if "tftp" not in muscipula_services():
         board.note(AREA, "muscipula has no tftp service yet; only the bare server was measured")
     if peers:
         board.note(AREA, "no peer measured: OpenCanary's TFTP never replies, qeeqbox has no TFTP")
     duration = 1.5 if quick else 5.0
-    for r in range(rounds):
-        print(f"tftp round {r + 1}/{rounds}", flush=True)
-        for who in ("bare", "muscipula") if r % 2 == 0 else ("muscipula", "bare"):
-            if who == "muscipula" and not has:
-                continue
-            with tempfile.TemporaryDirectory(prefix="bench-tftp-") as tmp:
-                can_read = True
-                if who == "bare":
-                    port = free_port("udp")
-                    server = start_bare("tftp", port, size=SIZE)
-                else:
-                    server, can_read = _muscipula(Path(tmp))
-                    port = server.port(69)
-                    if not can_read:
-                        board.note(AREA, "no RRQ root key found in the tftp config; RRQ skipped")
-                try:
-                    with server:
-                        measure(board, who, port, duration, can_read)
-                except Exception as exc:
-                    board.note(AREA, f"{who}: {type(exc).__name__}: {exc}")
-                    continue
-                if who == "muscipula":
-                    board.add(AREA, "lost", "incidents lost", "count", who, lost(server),
-                              higher_is_better=False)
+    measure_rounds(board, AREA, rounds, ["bare", "muscipula"],
+                   lambda who, tmp: _start(board, who, tmp),
+                   lambda who, server, port, r: measure(board, who, port, duration,
+                                                        server.extra.get("can_read", True)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import ssl
+import warnings
 from pathlib import Path
 
 from cryptography import x509
@@ -75,9 +76,27 @@ def ensure(persona: PersonaView) -> tuple[Path, Path]:
 
 
 def server_context(persona: PersonaView) -> ssl.SSLContext:
+    """A server context offering what the persona's own TLS stack offers.
+
+    The library's defaults (TLS 1.3, a short ECDHE-only list) are a fingerprint of
+    their own: an IIS 7.5 host must look like SChannel on 2008 R2, a Debian host like
+    nginx over the system OpenSSL (`tls` in personas.yaml).
+    """
     key_path, cert_path = ensure(persona)
+    profile = dict(persona.facts.get("tls") or {})
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # ciphers first: the security level they set decides which versions may be enabled
+    ciphers = profile.get("ciphers")
+    if ciphers:
+        ctx.set_ciphers(ciphers if isinstance(ciphers, str) else ":".join(ciphers))
+    with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated: a 2008 R2 host still has them
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion[profile.get("min_version", "TLSv1_2")]
+        ctx.maximum_version = ssl.TLSVersion[profile.get("max_version", "MAXIMUM_SUPPORTED")]
+    if profile.get("curve"):
+        ctx.set_ecdh_curve(profile["curve"])
     ctx.load_cert_chain(cert_path, key_path)
-    ctx.options |= ssl.OP_NO_COMPRESSION
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    if not profile.get("session_tickets", True):
+        ctx.options |= ssl.OP_NO_TICKET
     return ctx

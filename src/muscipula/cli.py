@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--timeout", type=float, default=5.0,
                      help="seconds to wait for answers after the last send")
     rep.add_argument("--fast", action="store_true", help="do not keep the recorded pauses")
+    rep.add_argument("--connection", type=int, metavar="ID",
+                     help="which connection of a day's transcript file (default: the first)")
     return p
 
 
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "replay":
         from muscipula.replay import replay
 
-        return replay(Path(args.file), args.host, args.port, args.timeout, args.fast)
+        return replay(Path(args.file), args.host, args.port, args.timeout, args.fast,
+                      args.connection)
     return _run(args)
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from muscipula import transcripts
 
 
-def replay(path: Path, host: str, port: int, timeout: float = 5.0, fast: bool = False) -> int:
+def replay(path: Path, host: str, port: int, timeout: float = 5.0, fast: bool = False,
+           connection: int | None = None) -> int:
     try:
-        header, chunks = transcripts.read(path)
+        header, chunks = transcripts.read(path, connection)
     except (OSError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2

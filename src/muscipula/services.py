@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from muscipula.config import Limits, ServiceConfig
+from muscipula.config import Config, Limits, ServiceConfig
 from muscipula.machine import Machine, Peer
 
 if TYPE_CHECKING:
@@ -72,3 +72,27 @@ def get(name: str) -> ServiceSpec | None:
     if module is None:
         return None
     return importlib.import_module(module).SERVICE
+
+
+def context(name: str, config: Config, state_dir: Path, *, service: ServiceConfig | None = None,
+            persona: PersonaView | None = None) -> ServiceContext:
+    """The context the engine gives service `name`; tests and tools build it here the same way.
+
+    `service` stands in for the service's block of `config`, `persona` for the one
+    resolved from `config` and `state_dir`; limits are the service's over the global ones.
+    """
+    from muscipula.persona import resolve
+
+    svc = config.services[name] if service is None else service
+    return ServiceContext(name=name, config=svc,
+                          persona=resolve(config, state_dir) if persona is None else persona,
+                          limits=svc.limits.apply(config.limits), state_dir=state_dir)
+
+
+def factory(name: str, config: Config, state_dir: Path, *,
+            service: ServiceConfig | None = None) -> MachineFactory:
+    """Service `name`'s machine factory, built from `config` as the engine builds it."""
+    spec = get(name)
+    if spec is None:
+        raise KeyError(name)
+    return spec.build(context(name, config, state_dir, service=service))

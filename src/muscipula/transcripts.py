@@ -1,9 +1,16 @@
 """Per-connection transcripts, written off the network path, and reading them back.
 
-A transcript is JSON lines under `<state>/transcripts/<YYYY-MM-DD>/`: a header
-with the connection, then `[offset_seconds, "in"|"out", base64]` per chunk.
-Writes happen in one background thread, in batches, so the event loop never
-waits on the disk; when the queue is full the transcript is dropped and counted.
+Transcripts are JSON lines in one append-only file per service and UTC day,
+`<state>/transcripts/<YYYY-MM-DD>/<service>.jsonl`, one line per connection:
+`{"connection": {...}, "start": t, "chunks": [[offset_seconds, "in"|"out", base64], ...]}`.
+
+One file a day instead of one per connection: creating a file per connection cost
+more than everything else the writer did. The event loop only appends to a list;
+a few times a second the list is handed to a writer off the loop (the engine's is
+in the sink process, sinks/process.py; `TranscriptWriter` is a thread), which
+encodes it and appends with one write per file, so the loop never waits on the
+disk nor pays a hand-off per connection. Past `max_pending` waiting transcripts,
+new ones are dropped and counted.
 """
 
 from __future__ import annotations
@@ -12,12 +19,13 @@ import base64
 import json
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from muscipula.incidents import Connection
 
@@ -25,80 +33,167 @@ log = logging.getLogger(__name__)
 DIRECTIONS = ("in", "out")
 _CONNECTION_FIELDS = tuple(f.name for f in fields(Connection))
 
+Pending = tuple[Connection, float, list[tuple[float, int, bytes]]]
 
-class TranscriptWriter:
-    def __init__(self, root: Path, max_pending: int = 10_000) -> None:
+
+def encode(conn: Connection, started: float, chunks: list[tuple[float, int, bytes]]) -> str:
+    """One connection's line (without the newline)."""
+    # Connection holds only scalars: a shallow dict is what asdict() makes, at a
+    # fraction of its deep-copying cost.
+    header = {key: getattr(conn, key) for key in _CONNECTION_FIELDS}
+    b64 = base64.b64encode
+    body = ",".join([f'[{round(offset, 6)!r},"{DIRECTIONS[direction]}",'
+                     f'"{b64(data).decode()}"]' for offset, direction, data in chunks])
+    head = json.dumps({"connection": header, "start": started}, separators=(",", ":"))
+    return f'{head[:-1]},"chunks":[{body}]}}'
+
+
+class TranscriptSink(Protocol):
+    """Where a finished connection's transcript goes (never blocking the event loop)."""
+
+    written: int
+    dropped: int
+
+    def put(self, conn: Connection, started: float,
+            chunks: list[tuple[float, int, bytes]]) -> None: ...
+
+    async def aclose(self) -> None:
+        """Write everything put so far, then stop."""
+
+
+class DayFiles:
+    """Appends encoded transcripts to one open file per (UTC day, service)."""
+
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.max_pending = max_pending
-        self.queue: queue.Queue[tuple[Connection, float, list[Any]] | None] = queue.Queue()
         self.written = 0
         self.dropped = 0
-        self._folder: Path | None = None
+        self._files: dict[tuple[str, str], int] = {}  # (day, service) -> open descriptor
+
+    def write(self, items: list[Pending]) -> None:
+        by_file: dict[tuple[str, str], list[str]] = {}
+        for conn, started, chunks in items:
+            day = time.strftime("%Y-%m-%d", time.gmtime(started))
+            by_file.setdefault((day, conn.service or conn.protocol), []).append(
+                encode(conn, started, chunks))
+        for key, lines in by_file.items():
+            try:
+                self._append(key, ("\n".join(lines) + "\n").encode("utf-8"))
+                self.written += len(lines)
+            except OSError as exc:
+                self.dropped += len(lines)
+                log.warning("transcripts not written: %s", exc)
+
+    def _append(self, key: tuple[str, str], body: bytes) -> None:
+        fd = self._files.get(key)
+        if fd is None:
+            for old in [k for k in self._files if k[0] != key[0]]:  # a new day: close the old
+                os.close(self._files.pop(old))
+            folder = self.root / key[0]
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f"{key[1]}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                         0o640)
+            self._files[key] = fd
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view):]
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+
+class TranscriptWriter:
+    """Writes from a thread of this process (the engine uses the sink process instead)."""
+
+    def __init__(self, root: Path, max_pending: int = 10_000, interval: float = 0.2) -> None:
+        self.files = DayFiles(root)
+        self.max_pending = max_pending
+        self.interval = interval
+        self.pending: deque[Pending] = deque()
+        self._dropped = 0
+        self._stop = False
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="transcripts", daemon=True)
         self._thread.start()
 
+    @property
+    def written(self) -> int:
+        return self.files.written
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped + self.files.dropped
+
     def put(self, conn: Connection, started: float, chunks: list[tuple[float, int, bytes]]) -> None:
-        if self.queue.qsize() >= self.max_pending:
-            self.dropped += 1
+        """Called on the event loop: one append, no lock, no wake-up."""
+        n = len(self.pending)
+        if n >= self.max_pending:
+            self._dropped += 1
             return
-        self.queue.put((conn, started, chunks))
+        self.pending.append((conn, started, chunks))
+        if n == self.max_pending // 2:  # falling behind: drain now rather than at the tick
+            self._wake.set()
 
     def _run(self) -> None:
         while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            try:
-                self._write(*item)
-                self.written += 1
-            except OSError as exc:
-                self.dropped += 1
-                log.warning("transcript not written: %s", exc)
+            stopping = self._stop
+            while self.pending:
+                self._drain()
+            if stopping:
+                break
+            self._wake.wait(self.interval)
+            self._wake.clear()
+        self.files.close()
 
-    def _write(self, conn: Connection, started: float,
-               chunks: list[tuple[float, int, bytes]]) -> None:
-        day = time.strftime("%Y-%m-%d", time.gmtime(started))
-        folder = self.root / day
-        if folder != self._folder:  # one mkdir a day, not one per connection
-            folder.mkdir(parents=True, exist_ok=True)
-            self._folder = folder
-        stamp = time.strftime("%H%M%S", time.gmtime(started))
-        name = f"{conn.service}-{conn.transport}-{stamp}-{conn.id}.jsonl"
-        # Connection holds only scalars: a shallow dict is what asdict() makes, at a
-        # fraction of its deep-copying cost (it was a third of this thread's time).
-        header = {key: getattr(conn, key) for key in _CONNECTION_FIELDS}
-        lines = [json.dumps({"connection": header, "start": started})]
-        for offset, direction, data in chunks:
-            lines.append(f'[{round(offset, 6)!r}, "{DIRECTIONS[direction]}", '
-                         f'"{base64.b64encode(data).decode()}"]')
-        body = ("\n".join(lines) + "\n").encode("utf-8")
-        path = folder / name
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        except FileNotFoundError:  # the folder was removed under us
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+    def _drain(self) -> None:
+        pending = self.pending
+        items = [pending.popleft() for _ in range(min(len(pending), 5000))]
+        self.files.write(items)
 
     def close(self, timeout: float = 30.0) -> None:
-        self.queue.put(None)
+        """Write everything pending, then stop the thread."""
+        self._stop = True
+        self._wake.set()
         self._thread.join(timeout)
 
+    async def aclose(self) -> None:
+        import asyncio
 
-def read(path: Path) -> tuple[dict[str, Any], list[tuple[float, str, bytes]]]:
-    """(header, chunks) of a transcript file."""
-    lines = path.read_text("utf-8").splitlines()
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+
+def records(path: Path) -> Iterator[tuple[dict[str, Any], list[tuple[float, str, bytes]]]]:
+    """Every (header, chunks) in a transcript file, in the order they were written.
+
+    Also reads the older layout of one connection per file (a header line, then
+    one line per chunk).
+    """
+    lines = [line for line in path.read_text("utf-8").splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"{path}: empty transcript")
-    header = json.loads(lines[0])
-    chunks = []
-    for line in lines[1:]:
-        if line.strip():
-            offset, direction, data = json.loads(line)
-            chunks.append((float(offset), str(direction), base64.b64decode(data)))
-    return header, chunks
+    first = json.loads(lines[0])
+    if not isinstance(first, dict):
+        raise ValueError(f"{path}: not a transcript")
+    if "chunks" not in first:
+        yield first, [_chunk(json.loads(line)) for line in lines[1:]]
+        return
+    for line in lines:
+        record = json.loads(line)
+        chunks = [_chunk(c) for c in record.pop("chunks")]
+        yield record, chunks
+
+
+def _chunk(item: list[Any]) -> tuple[float, str, bytes]:
+    offset, direction, data = item
+    return float(offset), str(direction), base64.b64decode(data)
+
+
+def read(path: Path, connection: int | None = None
+         ) -> tuple[dict[str, Any], list[tuple[float, str, bytes]]]:
+    """(header, chunks) of connection id `connection` in a transcript file, else its first."""
+    for header, chunks in records(path):
+        if connection is None or header.get("connection", {}).get("id") == connection:
+            return header, chunks
+    raise ValueError(f"{path}: no connection {connection}")

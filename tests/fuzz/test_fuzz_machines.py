@@ -44,7 +44,7 @@ from muscipula.machine import (
     StartTLS,
     Wake,
 )
-from muscipula.persona import PRESETS, resolve
+from muscipula.persona import PRESETS
 
 EXAMPLES = 80  # per (service, transport, persona); keeps ~6 services well under a minute
 FLOOD_CAP = 2 * 1024 * 1024
@@ -100,9 +100,7 @@ def built(name: str, preset: str) -> Built:
         svc = cfg.services.get(name) or spec.config_model()
         state = _STATE / f"{name}-{preset}"
         state.mkdir(parents=True, exist_ok=True)
-        ctx = services.ServiceContext(
-            name=name, config=svc, persona=resolve(cfg, state),
-            limits=svc.limits.apply(cfg.limits), state_dir=state)
+        ctx = services.context(name, cfg, state, service=svc)
         _BUILT[key] = Built(spec, svc, spec.build(ctx), spec.buffer_bound(svc),
                             tuple(spec.fuzz_seeds) + GENERIC_SEEDS)
     return _BUILT[key]

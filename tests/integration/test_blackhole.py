@@ -43,10 +43,11 @@ def test_blackhole_records_and_never_answers(honeypot_factory):
     for sink in counters["sinks"].values():
         assert sink["dropped"] == 0 and sink["failed"] == 0
         assert sink["written"] == sink["emitted"] == counters["emitted"]
-    transcripts = list((hp.state / "transcripts").rglob("*.jsonl"))
-    assert len(transcripts) == 6
-    header = json.loads(transcripts[0].read_text().splitlines()[0])
-    assert header["connection"]["service"] == "blackhole"
+    (day_file,) = (hp.state / "transcripts").rglob("*.jsonl")  # one per service and day
+    records = [json.loads(line) for line in day_file.read_text().splitlines()]
+    assert len(records) == 6  # one line per connection
+    assert {r["connection"]["service"] for r in records} == {"blackhole"}
+    assert len({r["connection"]["id"] for r in records}) == 6
 
 
 def test_restart_keeps_persona_secrets(honeypot_factory):

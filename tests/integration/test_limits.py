@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from muscipula import config as configmod
-from muscipula import incidents, services
 from muscipula.engine import Engine
 from muscipula.incidents import Incident
 from tests.conftest import only
@@ -210,10 +206,10 @@ def test_max_transcript_bytes(tmp_path):
 
     state = asyncio.run(main())
     (path,) = (state / "transcripts").rglob("*.jsonl")
-    import base64
+    from muscipula import transcripts
 
-    chunks = [json.loads(line) for line in path.read_text().splitlines()[1:]]
-    assert sum(len(base64.b64decode(c[2])) for c in chunks) == 1000
+    _, chunks = transcripts.read(path)
+    assert sum(len(data) for _, _, data in chunks) == 1000
 
 
 def test_udp_peer_cap(tmp_path):
@@ -242,13 +238,6 @@ def test_udp_peer_cap(tmp_path):
 
 
 # ------------------------------------------- limits that need a service that talks
-
-
-@pytest.fixture
-def chatty(monkeypatch):
-    monkeypatch.setitem(services.MODULES, "chatty", "tests.integration.limits_service")
-    monkeypatch.setitem(incidents.REGISTRY, limits_service.INCIDENT,
-                        incidents.Spec(("event", "tag", "reason"), "test only"))
 
 
 def test_max_buffered_out(tmp_path, chatty):

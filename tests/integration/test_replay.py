@@ -9,11 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from muscipula import incidents, services, transcripts
+from muscipula import transcripts
 from tests.conftest import only
-from tests.integration import limits_service
 from tests.integration.test_limits import connect, engine, free_port
 
 
@@ -23,9 +20,17 @@ def replay(path: Path, port: int, *extra: str) -> subprocess.CompletedProcess[by
                           capture_output=True, timeout=60)
 
 
-def client_bytes(path: Path) -> bytes:
-    _, chunks = transcripts.read(path)
+def client_bytes(path: Path, connection: int | None = None) -> bytes:
+    _, chunks = transcripts.read(path, connection)
     return b"".join(data for _, d, data in chunks if d == "in")
+
+
+def by_transport(state: Path) -> tuple[Path, dict[str, int]]:
+    """The service's one transcript file of the day, and a connection id per transport."""
+    (path,) = (state / "transcripts").rglob("*.jsonl")
+    ids = {h["connection"]["transport"]: h["connection"]["id"]
+           for h, _ in transcripts.records(path)}
+    return path, ids
 
 
 def test_blackhole_transcript_replays_against_a_live_server(honeypot_factory):
@@ -43,32 +48,27 @@ def test_blackhole_transcript_replays_against_a_live_server(honeypot_factory):
     u.close()
     time.sleep(0.2)
     assert hp.stop() == 0  # a UDP peer's transcript is written when it ends
-    recorded = {p.name.split("-")[1]: p for p in (hp.state / "transcripts").rglob("*.jsonl")}
-    tcp, udp = recorded["tcp"], recorded["udp"]
-    header, chunks = transcripts.read(tcp)
+    path, ids = by_transport(hp.state)  # one file a day per service, both transports in it
+    assert path.name == "blackhole.jsonl" and set(ids) == {"tcp", "udp"}
+    header, chunks = transcripts.read(path, ids["tcp"])
     assert header["connection"]["remote_host"] == "127.0.0.1"
     assert [d for _, d, _ in chunks] == ["in", "in", "in"]
     assert chunks[1][0] >= 0.25  # time offsets kept
-    assert client_bytes(tcp).startswith(b"\xff\xfd\x18")
+    assert client_bytes(path, ids["tcp"]).startswith(b"\xff\xfd\x18")
 
     live = honeypot_factory(cfg, name="live")
-    res = replay(tcp, live.port(23), "--timeout", "0.5")
+    res = replay(path, live.port(23), "--timeout", "0.5", "--connection", str(ids["tcp"]))
     assert res.returncode == 0 and res.stdout == b""  # the blackhole still says nothing
-    res = replay(udp, live.port(123), "--timeout", "0.5", "--fast")
+    res = replay(path, live.port(123), "--timeout", "0.5", "--fast",
+                 "--connection", str(ids["udp"]))
     assert res.returncode == 0 and res.stdout == b""
     assert live.stop() == 0
-    played = {p.name.split("-")[1]: p for p in (live.state / "transcripts").rglob("*.jsonl")}
-    assert client_bytes(played["tcp"]) == client_bytes(tcp)  # the same bytes, a second time
-    assert client_bytes(played["udp"]) == client_bytes(udp)
-    _, again = transcripts.read(played["tcp"])
+    played, again_ids = by_transport(live.state)
+    # the same bytes, a second time
+    assert client_bytes(played, again_ids["tcp"]) == client_bytes(path, ids["tcp"])
+    assert client_bytes(played, again_ids["udp"]) == client_bytes(path, ids["udp"])
+    _, again = transcripts.read(played, again_ids["tcp"])
     assert again[1][0] >= 0.25  # pauses kept without --fast
-
-
-@pytest.fixture
-def chatty(monkeypatch):
-    monkeypatch.setitem(services.MODULES, "chatty", "tests.integration.limits_service")
-    monkeypatch.setitem(incidents.REGISTRY, limits_service.INCIDENT,
-                        incidents.Spec(("event", "tag", "reason"), "test only"))
 
 
 def test_replay_prints_what_the_server_answers(tmp_path, chatty):
@@ -110,3 +110,16 @@ def test_replay_of_a_missing_or_broken_file(tmp_path):
     bad.write_text("")
     res = replay(bad, 9)
     assert res.returncode == 2 and b"empty transcript" in res.stderr
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"connection": {"id": 4, "transport": "tcp"}, "start": 0, "chunks": []}\n')
+    res = replay(one, 9, "--connection", "5")
+    assert res.returncode == 2 and b"no connection 5" in res.stderr
+
+
+def test_old_one_file_per_connection_layout_still_reads(tmp_path):
+    old = tmp_path / "ftp-tcp-120000-7.jsonl"
+    old.write_text('{"connection": {"id": 7, "transport": "tcp"}, "start": 1.5}\n'
+                   '[0.0, "in", "VVNFUiBh"]\n[0.1, "out", "MzMx"]\n')
+    header, chunks = transcripts.read(old)
+    assert header["connection"]["id"] == 7
+    assert chunks == [(0.0, "in", b"USER a"), (0.1, "out", b"331")]

@@ -9,20 +9,13 @@ from typing import Any
 from muscipula import config as configmod
 from muscipula import services
 from muscipula.machine import CaptureData, CaptureEnd, Close, Emit, Peer, Send, Wake
-from muscipula.persona import resolve
 
 NOW = 1_700_000_000.0
 
 
 def factory(preset: str = "debian-12", transport: str = "tcp", **http: Any):
-    spec = services.get("http")
-    assert spec is not None
     cfg = configmod.load(extra={"persona": {"preset": preset}, "services": {"http": http}})
-    svc = cfg.services["http"]
-    state = Path(tempfile.mkdtemp(prefix="http-unit-"))
-    ctx = services.ServiceContext(name="http", config=svc, persona=resolve(cfg, state),
-                                  limits=svc.limits.apply(cfg.limits), state_dir=state)
-    make = spec.build(ctx)
+    make = services.factory("http", cfg, Path(tempfile.mkdtemp(prefix="http-unit-")))
     port = 443 if transport == "tls" else 80
     return lambda: make(Peer("127.0.0.1", port, "127.0.0.9", 40000, transport))
 

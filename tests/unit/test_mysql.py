@@ -13,18 +13,15 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from muscipula import config as C
 from muscipula import services
 from muscipula.machine import CaptureData, CaptureEnd, Close, Emit, Peer, Send, StartTLS
-from muscipula.persona import resolve
 from muscipula.protocols.mysql import auth as A
 from muscipula.protocols.mysql import wire as w
-from muscipula.services import ServiceContext
 
 PEER = Peer("127.0.0.1", 3306, "10.1.2.3", 40000)
 
 
 def make(tmp_path: Path, preset: str = "debian-12", **svc):
     cfg = C.load(extra={"persona": {"preset": preset}, "services": {"mysql": svc}})
-    ctx = ServiceContext("mysql", cfg.services["mysql"], resolve(cfg, tmp_path),
-                         cfg.service_limits("mysql"), tmp_path)
+    ctx = services.context("mysql", cfg, tmp_path)
     return services.get("mysql").build(ctx), ctx
 
 

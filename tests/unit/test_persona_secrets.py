@@ -99,7 +99,18 @@ def test_certificate_is_plausible_for_the_persona(tmp_path, preset):
     assert other.serial_number != cert.serial_number
     assert other.public_key().public_numbers() != key.public_numbers()
     ctx = certs.server_context(p)
-    assert isinstance(ctx, ssl.SSLContext) and ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert isinstance(ctx, ssl.SSLContext)
+    # the persona's own TLS stack: SChannel on 2008 R2 has TLS 1.0-1.2, no 1.3, no ChaCha20
+    names = {c["name"] for c in ctx.get_ciphers() if not c["name"].startswith("TLS_")}
+    if p.os_family == "windows":
+        assert (ctx.minimum_version, ctx.maximum_version) == (ssl.TLSVersion.TLSv1,
+                                                              ssl.TLSVersion.TLSv1_2)
+        assert not any("CHACHA" in n or n.startswith("ECDHE-RSA-AES128-GCM") for n in names)
+        assert ctx.options & ssl.OP_NO_TICKET
+    else:
+        assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+        assert ctx.maximum_version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.MAXIMUM_SUPPORTED)
+        assert "AES256-SHA" in names  # nginx's HIGH list, not the library's short default
 
 
 def test_shipped_text_never_names_the_project():

@@ -27,7 +27,6 @@ from muscipula.machine import (
     Send,
     Wake,
 )
-from muscipula.persona import resolve
 from muscipula.protocols.tftp.backend import components
 from muscipula.protocols.tftp.request import number
 
@@ -68,8 +67,7 @@ class Harness:
         state = tmp_path / "state"
         state.mkdir(exist_ok=True)
         self.config = svc
-        self.factory = spec.build(services.ServiceContext(
-            "tftp", svc, resolve(config, state), svc.limits.apply(config.limits), state))
+        self.factory = spec.build(services.context("tftp", config, state, service=svc))
         self.bound = spec.buffer_bound(svc)
 
     def machine(self, port: int = CLIENT[1]) -> Any:

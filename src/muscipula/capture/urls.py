@@ -22,6 +22,7 @@ _SPLIT = re.compile(r"[;\n\r|&`]|\$\(")
 _URL = re.compile(r"""(?i)\b(?:https?|ftp|tftp)://[^\s'"`<>(){};|\\^]{3,2048}""")
 _HOSTPATH = re.compile(
     r"(?i)^(?:[a-z0-9-]+\.)+[a-z0-9-]+(?::\d{1,5})?(?:/[^\s'\"`<>;|]*)?$")
+_IFS = re.compile(r"\$\{IFS\}|\$IFS\b|\{,\}")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _HOST = re.compile(r"(?i)^(?:[a-z0-9-]+\.)+[a-z0-9-]+$")
 _WGET_OPTS_WITH_ARG = {"-o", "-O", "-P", "--output", "--output-document", "-U", "--user-agent",
@@ -35,7 +36,7 @@ def _normalise(text: str) -> list[str]:
     plain = text
     if "%" in plain or "+" in plain:
         plain = unquote_plus(plain)
-    plain = re.sub(r"\$\{IFS\}|\$IFS\b|\{,\}", " ", plain)
+    plain = _IFS.sub(" ", plain)
     plain = plain.replace("\\/", "/").replace("&amp;", "&")
     if plain != text:
         variants.append(plain)

@@ -16,7 +16,7 @@ from muscipula.store import Store
 
 if TYPE_CHECKING:
     from muscipula.net.session import Session
-    from muscipula.transcripts import TranscriptWriter
+    from muscipula.transcripts import TranscriptSink
 
 
 class Caps:
@@ -54,10 +54,19 @@ class Shared:
     bus: Bus
     store: Store
     caps: Caps
-    transcripts: TranscriptWriter | None
+    transcripts: TranscriptSink | None
     tls_context: Callable[[], ssl.SSLContext]
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     sessions: set[Session] = field(default_factory=set)
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once: asyncio.get_running_loop() costs a getpid()
+        system call each time."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def next_id(self) -> int:
         return next(self.ids)

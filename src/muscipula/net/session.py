@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 class Session:
     __slots__ = (
-        "_wake", "bytes_in", "bytes_out", "captures", "children", "close_reason", "closing",
-        "conn",
+        "_wake", "_wake_at", "_wake_due", "bytes_in", "bytes_out", "captures", "children",
+        "close_reason", "closing", "conn",
         "last_active", "machine", "rt", "started", "transcript", "transcript_size",
     )
 
@@ -54,6 +54,8 @@ class Session:
         self.closing = False
         self.close_reason = ""
         self._wake: asyncio.TimerHandle | None = None
+        self._wake_at: float | None = None  # when the machine wants timer()
+        self._wake_due = 0.0  # when the armed handle fires (never later than _wake_at)
         self.captures: dict[str, Capture | None] | None = None
         self.children: dict[str, Any] | None = None
         self.transcript: list[tuple[float, int, bytes]] | None = [] if rt.transcripts else None
@@ -95,6 +97,35 @@ class Session:
         except Exception:
             log.exception("%s machine failed in %s", self.rt.name, method)
             self.emit("protocol.error", {"detail": f"internal error in {method}"})
+            self.close(abort=True, reason="internal error")
+            return
+        if actions:
+            self.run(actions)
+
+    def received(self, data: bytes) -> None:
+        """Bytes from the peer: count_in, record and call("receive") with one clock read;
+        this runs for every read on every connection."""
+        if self.closing:
+            return
+        now = time.time()
+        self.bytes_in += len(data)
+        self.last_active = now
+        limits = self.rt.limits
+        if self.bytes_in > limits.max_bytes_in:
+            self.limit("max_bytes_in", limits.max_bytes_in)
+            return
+        transcript = self.transcript
+        if transcript is not None:
+            room = limits.max_transcript_bytes - self.transcript_size
+            if room > 0:
+                chunk = data[:room]
+                transcript.append((now - self.started, 0, chunk))
+                self.transcript_size += len(chunk)
+        try:
+            actions = self.machine.receive(data, now)
+        except Exception:
+            log.exception("%s machine failed in receive", self.rt.name)
+            self.emit("protocol.error", {"detail": "internal error in receive"})
             self.close(abort=True, reason="internal error")
             return
         if actions:
@@ -154,15 +185,33 @@ class Session:
                 log.error("unknown action %r from %s", action, self.rt.name)
 
     def _set_wake(self, at: float | None) -> None:
-        if self._wake is not None:
-            self._wake.cancel()
+        """Machines push their deadline on with every line they get: an armed handle that
+        fires no later than the new deadline is kept and re-armed when it fires, instead
+        of being cancelled and made again each time."""
+        self._wake_at = at
+        wake = self._wake
+        if wake is not None:
+            if at is not None and self._wake_due <= at:
+                return
+            wake.cancel()
             self._wake = None
         if at is not None:
-            delay = max(at - time.time(), 0.0)
-            self._wake = asyncio.get_running_loop().call_later(delay, self._on_wake)
+            self._arm(at, time.time())
+
+    def _arm(self, at: float, now: float) -> None:
+        self._wake_due = at
+        self._wake = self.rt.shared.loop.call_later(max(at - now, 0.0), self._on_wake)
 
     def _on_wake(self) -> None:
         self._wake = None
+        at = self._wake_at
+        if at is None:
+            return
+        now = time.time()
+        if at - now > 0.001:  # the deadline moved on since this handle was armed
+            self._arm(at, now)
+            return
+        self._wake_at = None
         self.call("timer")
 
     # ----------------------------------------------------------------- captures

@@ -76,13 +76,12 @@ class StreamDriver(Session, asyncio.Protocol):
         self.call("start")
 
     def data_received(self, data: bytes) -> None:
+        if self.tls is None:
+            self.received(data)
+            return
         if self.closing or not self.count_in(len(data)):
             return
-        if self.tls is not None:
-            self._tls_in(data)
-            return
-        self.record(0, data)
-        self.call("receive", data)
+        self._tls_in(data)
 
     def _tls_in(self, data: bytes) -> None:
         tls = self.tls

@@ -156,9 +156,16 @@ class JsonLog:
         self.overflow = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsonlog")
 
-    async def open(self) -> None:
+    def open_sync(self) -> None:
         rot = self.cfg.rotation
         self.file = RotatingFile(self.path, rot.max_bytes, rot.daily, rot.keep)
+
+    def close_sync(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    async def open(self) -> None:
+        self.open_sync()
 
     def _start(self, c: Connection) -> None:
         if len(self.open_conns) >= self.cfg.max_open_connections:
@@ -204,16 +211,26 @@ class JsonLog:
                     fn(obj, inc)
         return lines
 
-    def _write_sync(self, lines: list[bytes]) -> None:
-        assert self.file is not None
-        self.file.write(b"".join(lines))
-
-    async def write(self, batch: list[Incident]) -> None:
+    def write_sync(self, batch: list[Incident]) -> None:
+        """Fold and write in the sink's one thread: the event loop only hands the batch over."""
         lines = self.fold(batch)
         if lines:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._write_sync, lines)
+            assert self.file is not None
+            self.file.write(b"".join(lines))
+
+    async def write(self, batch: list[Incident]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self.write_sync, batch)
 
     async def close(self) -> None:
         if self.file is not None:
             self.file.close()
         self._pool.shutdown(wait=True)
+
+
+def collect(name: str, path: tuple[str, ...], shape: Callable[[Any], Any] = dict) -> None:
+    """Fold each `name` incident into the list at `path`: its fields, as `shape` makes them."""
+
+    def fold(obj: dict[str, Any], inc: Incident) -> None:
+        append(obj, path, shape(inc.fields), obj["_cap"])
+
+    FOLDERS[name] = fold

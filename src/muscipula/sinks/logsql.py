@@ -106,6 +106,13 @@ class LogSql:
         db.execute("COMMIT")
         self.db = db
 
+    def open_sync(self) -> None:
+        """For a sink process, which has imported every service already."""
+        self._open_sync()
+
+    def close_sync(self) -> None:
+        self._close_sync()
+
     async def open(self) -> None:
         from muscipula import services
 
@@ -177,3 +184,20 @@ class LogSql:
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._close_sync)
         self._pool.shutdown(wait=True)
+
+
+# ------------------------------------------------------- helpers for writers
+
+
+def insert(cur: sqlite3.Cursor, table: str, **row: Any) -> int | None:
+    """One row of `table` from column=value pairs; its rowid, for rows that point to it."""
+    cur.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
+                tuple(row.values()))
+    return cur.lastrowid
+
+
+def insert_many(cur: sqlite3.Cursor, table: str, columns: tuple[str, ...],
+                rows: list[tuple[Any, ...]]) -> None:
+    """Rows of `table`, each a tuple of values in the order of `columns`."""
+    cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "
+                    f"VALUES ({','.join('?' * len(columns))})", rows)

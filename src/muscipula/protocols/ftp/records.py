@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from muscipula.incidents import Incident
@@ -29,20 +30,14 @@ CREATE INDEX IF NOT EXISTS ftp_commands_command_idx ON ftp_commands (ftp_command
 @logsql.writer("ftp.command")
 def _command(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
     f = inc.fields
-    cur.execute(
-        "INSERT INTO ftp_commands (connection, ftp_command_command, ftp_command_arguments) "
-        "VALUES (?,?,?)",
-        (conn, logsql.text(f.get("command")), json.dumps(list(f.get("arguments") or []))))
+    logsql.insert(cur, "ftp_commands", connection=conn,
+                  ftp_command_command=logsql.text(f.get("command")),
+                  ftp_command_arguments=json.dumps(list(f.get("arguments") or [])))
 
 
-@jsonlog.detail("ftp.command")
-def _command_json(obj: dict[str, Any], inc: Incident) -> None:
-    f = inc.fields
-    jsonlog.append(obj, ("ftp", "commands"),
-                   {"command": f.get("command"), "arguments": list(f.get("arguments") or [])},
-                   obj["_cap"])
+def _command_json(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {"command": f.get("command"), "arguments": list(f.get("arguments") or [])}
 
 
-@jsonlog.detail("ftp.bounce")
-def _bounce_json(obj: dict[str, Any], inc: Incident) -> None:
-    jsonlog.append(obj, ("ftp", "bounces"), dict(inc.fields), obj["_cap"])
+jsonlog.collect("ftp.command", ("ftp", "commands"), _command_json)
+jsonlog.collect("ftp.bounce", ("ftp", "bounces"))

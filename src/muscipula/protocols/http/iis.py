@@ -7,6 +7,7 @@ HTTP.sys "badly formed" page 311).
 
 from __future__ import annotations
 
+import functools
 import re
 
 from muscipula.protocols.http.content import File, LureBody, Site
@@ -98,6 +99,7 @@ STATIC_ALLOW = "GET, HEAD, OPTIONS, TRACE"
 OPTIONS_ALLOW = "OPTIONS, TRACE, GET, HEAD, POST"
 
 
+@functools.lru_cache(maxsize=256)
 def iis_etag(mtime: int) -> str:
     """IIS prints the file's FILETIME byte by byte, little end first, each in bare hex."""
     filetime = (mtime + 11644473600) * 10_000_000

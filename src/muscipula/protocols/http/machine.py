@@ -258,7 +258,8 @@ class HttpMachine(BaseMachine):
             self._reject("bad_method", req, out, now, line[:512])
             return
         if (len(head) > lim.header_bytes or head.count(b"\n") - 2 > lim.headers
-                or any(len(h) > lim.header_line for h in head.split(b"\n"))):
+                or (len(head) > lim.header_line  # no line is longer than the whole head
+                    and any(len(h) > lim.header_line for h in head.split(b"\n")))):
             self._reject("header_too_large", req, out, now, line[:512])
             return
         if method == "CONNECT":  # never tunnelled: answered as the server refuses it

@@ -43,6 +43,8 @@ def split_request_line(line: bytes) -> tuple[bytes, bytes, bytes | None]:
 
 
 def check_version(version: bytes) -> str:
+    if version == b"HTTP/1.1":  # nearly every request
+        return "1.1"
     m = _VERSION.match(version)
     if m is None:
         raise ParseError("bad_request", "not an HTTP version")

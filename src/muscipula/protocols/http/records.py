@@ -7,6 +7,7 @@ dionaea had no HTTP tables; these follow its conventions: one row per request in
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from muscipula.incidents import Incident
@@ -52,43 +53,38 @@ CREATE INDEX IF NOT EXISTS http_exploits_connection_idx ON http_exploits (connec
 @logsql.writer("http.request")
 def _request(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
     f = inc.fields
-    cur.execute(
-        "INSERT INTO http_requests (connection, http_request_method, http_request_target, "
-        "http_request_version, http_request_host, http_request_user_agent, "
-        "http_request_status, http_request_body_size, http_request_body) "
-        "VALUES (?,?,?,?,?,?,?,?,?)",
-        (conn, f["method"], f["target"], f["version"], f["host"], f["user_agent"],
-         f["status"], f["body_size"], bytes(f["body"])))
-    request = cur.lastrowid
-    cur.executemany(
-        "INSERT INTO http_headers (http_request, connection, http_header_index, "
-        "http_header_name, http_header_value) VALUES (?,?,?,?,?)",
+    request = logsql.insert(
+        cur, "http_requests", connection=conn, http_request_method=f["method"],
+        http_request_target=f["target"], http_request_version=f["version"],
+        http_request_host=f["host"], http_request_user_agent=f["user_agent"],
+        http_request_status=f["status"], http_request_body_size=f["body_size"],
+        http_request_body=bytes(f["body"]))
+    logsql.insert_many(
+        cur, "http_headers", ("http_request", "connection", "http_header_index",
+                              "http_header_name", "http_header_value"),
         [(request, conn, i, name, value) for i, (name, value) in enumerate(f["headers"])])
 
 
 @logsql.writer("http.exploit")
 def _exploit(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
     f = inc.fields
-    cur.execute("INSERT INTO http_exploits (connection, http_exploit_kind, http_exploit_where, "
-                "http_exploit_detail) VALUES (?,?,?,?)",
-                (conn, f["kind"], f["where"], f["detail"]))
+    logsql.insert(cur, "http_exploits", connection=conn, http_exploit_kind=f["kind"],
+                  http_exploit_where=f["where"], http_exploit_detail=f["detail"])
 
 
-@jsonlog.detail("http.request")
-def _json_request(obj: dict[str, Any], inc: Incident) -> None:
-    f = inc.fields
-    body = bytes(f["body"])
-    jsonlog.append(obj, ("http", "requests"), {
+def _json_request(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {
         "method": f["method"], "target": f["target"], "version": f["version"],
         "status": f["status"], "host": f["host"], "user_agent": f["user_agent"],
         "headers": [[k, v] for k, v in f["headers"]], "body_size": f["body_size"],
-        "body": body.decode("utf-8", "backslashreplace"),
-    }, obj["_cap"])
+        "body": bytes(f["body"]).decode("utf-8", "backslashreplace"),
+    }
 
 
-@jsonlog.detail("http.exploit")
-def _json_exploit(obj: dict[str, Any], inc: Incident) -> None:
-    f = inc.fields
-    jsonlog.append(obj, ("http", "exploits"),
-                   {"kind": f["kind"], "where": f["where"], "detail": f["detail"],
-                    "urls": list(f["urls"])}, obj["_cap"])
+def _json_exploit(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": f["kind"], "where": f["where"], "detail": f["detail"],
+            "urls": list(f["urls"])}
+
+
+jsonlog.collect("http.request", ("http", "requests"), _json_request)
+jsonlog.collect("http.exploit", ("http", "exploits"), _json_exploit)

@@ -7,19 +7,21 @@ from dataclasses import dataclass, field
 
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_date_cache: tuple[int, str] = (-1, "")
+_dates: dict[int, str] = {}
 
 
 def http_date(ts: float) -> str:
-    """RFC 7231 IMF-fixdate; cached per second because every answer carries one."""
-    global _date_cache
+    """RFC 7231 IMF-fixdate; cached by second because every answer carries one (and a file
+    answer also its Last-Modified, so one slot would be overwritten twice a request)."""
     sec = int(ts)
-    if _date_cache[0] == sec:
-        return _date_cache[1]
-    t = time.gmtime(sec)
-    text = (f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+    text = _dates.get(sec)
+    if text is None:
+        if len(_dates) >= 256:
+            _dates.clear()
+        t = time.gmtime(sec)
+        text = _dates[sec] = (
+            f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
-    _date_cache = (sec, text)
     return text
 
 

@@ -6,6 +6,7 @@ import itertools
 import secrets as rnd
 import struct
 import time
+import uuid
 from typing import Literal
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,7 +51,8 @@ class MysqlConfig(ServiceConfig):
         "wordpress": Database(template="wordpress"), "shop": Database(template="shop")}
     #: attach the files themselves: changes persist and are shared by all sessions
     persistent: bool = False
-    tls: bool = True
+    #: offer SSL; null: as the persona's MySQL does out of the box (products.mysql.tls)
+    tls: bool | None = None
     #: the accounts' plugin; "" means the version's default
     auth_plugin: Literal["", "mysql_native_password", "caching_sha2_password"] = ""
     login: Login = Login()
@@ -104,11 +106,18 @@ def _accounts(ctx: ServiceContext, modern: bool) -> list[tuple[str, str, str, st
             ("localhost", "", "", A.NATIVE), ("%", "wordpress", h["app"], A.NATIVE)]
 
 
+def _server_uuid() -> str:
+    """As mysqld's UUID(): time-based, a unicast hardware-like node, a random clock sequence."""
+    node = rnd.randbits(48) & ~(1 << 40)
+    return str(uuid.uuid1(node=node, clock_seq=rnd.randbits(14)))
+
+
 def build(ctx: ServiceContext):
     cfg: MysqlConfig = ctx.config
     product = ctx.persona.product("mysql")
     version = str(product.get("version", "8.0.40"))
-    profile = A.Profile.for_version(version, cfg.tls)
+    tls = cfg.tls if cfg.tls is not None else bool(product.get("tls", True))
+    profile = A.Profile.for_version(version, tls)
     plugin = cfg.auth_plugin or profile.default_plugin
     if plugin not in profile.plugins:
         plugin = profile.default_plugin
@@ -129,9 +138,13 @@ def build(ctx: ServiceContext):
     engine = Engine(ctx.state_dir, {n: (d.file or "", d.template)
                                     for n, d in cfg.databases.items()}, limits)
     port = cfg.tcp_ports[0] if cfg.tcp_ports else 3306
-    server_id = ctx.persona.secrets.number("mysql.server_id", 1, 4_000_000)
+    # the shipped default (8.0: 1, 5.5: 0): only a replication setup sets its own
+    server_id = 1 if profile.modern else 0
     variables = system_variables(version, profile.modern, product, ctx.persona.hostname, port,
-                                 cfg.tls, server_id)
+                                 tls, server_id)
+    if profile.modern:  # 5.6+ names itself with a version-1 UUID made on first start
+        variables = dict(sorted({**variables, "server_uuid": ctx.persona.secrets.get(
+            "mysql.server_uuid", _server_uuid)}.items()))
     accounts = _accounts(ctx, profile.modern)
     started = time.time()
     boot = started - ctx.persona.boot_time_offset
@@ -148,7 +161,7 @@ def build(ctx: ServiceContext):
                 f"Opens: 137  Flush tables: {3 if profile.modern else 1}  Open tables: 64  "
                 f"Queries per second avg: {questions / max(uptime, 1):.3f}")
 
-    setup = Setup(profile, policy, make_sql, decrypt, public_pem, plugin, cfg.tls,
+    setup = Setup(profile, policy, make_sql, decrypt, public_pem, plugin, tls,
                   cfg.max_packet, cfg.max_prepared, cfg.max_long_data, cfg.max_arg_chars,
                   statistics, cfg.max_protocol_errors)
 

@@ -53,7 +53,8 @@ def system_variables(version: str, modern: bool, facts: dict[str, Any], hostname
                                        "NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,"
                                        "NO_ENGINE_SUBSTITUTION") if modern
         else "STRICT_TRANS_TABLES,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION",
-        "sql_select_limit": "18446744073709551615", "system_time_zone": "UTC",
+        "sql_select_limit": "18446744073709551615", "system_time_zone":
+        "Coordinated Universal Time" if windows else "UTC",  # Windows' tzname is the long one
         "time_zone": "SYSTEM", "tmpdir": tmpdir, "version": version,
         "version_comment": facts.get("version_comment", "MySQL Community Server (GPL)"),
         "version_compile_machine": "x86_64", "version_compile_os": facts.get("os", "Linux"),

@@ -48,38 +48,30 @@ CREATE INDEX IF NOT EXISTS tftp_transfers_connection_idx ON tftp_transfers (conn
 @logsql.writer("tftp.request")
 def _request(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
     f = inc.fields
-    cur.execute(
-        "INSERT INTO tftp_requests (connection, tftp_request_opcode, tftp_request_filename, "
-        "tftp_request_mode, tftp_request_options, tftp_request_error_code, "
-        "tftp_request_error_text) VALUES (?,?,?,?,?,?,?)",
-        (conn, f.get("opcode"), logsql.text(f.get("filename")), logsql.text(f.get("mode")),
-         json.dumps(f.get("options") or {}), f.get("error_code"), f.get("error_text")))
+    logsql.insert(cur, "tftp_requests", connection=conn, tftp_request_opcode=f.get("opcode"),
+                  tftp_request_filename=logsql.text(f.get("filename")),
+                  tftp_request_mode=logsql.text(f.get("mode")),
+                  tftp_request_options=json.dumps(f.get("options") or {}),
+                  tftp_request_error_code=f.get("error_code"),
+                  tftp_request_error_text=f.get("error_text"))
+
+
+#: tftp.transfer fields kept as they are, each in its `tftp_transfer_<field>` column
+_TRANSFER_AS_IS = ("direction", "mode", "status", "bytes", "blocks", "blksize", "windowsize",
+                   "tsize", "retransmits", "duration", "url")
 
 
 @logsql.writer("tftp.transfer")
 def _transfer(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
     f = inc.fields
-    cur.execute(
-        "INSERT INTO tftp_transfers (connection, tftp_transfer_direction, "
-        "tftp_transfer_filename, tftp_transfer_mode, tftp_transfer_status, "
-        "tftp_transfer_bytes, tftp_transfer_blocks, tftp_transfer_blksize, "
-        "tftp_transfer_windowsize, tftp_transfer_tsize, tftp_transfer_retransmits, "
-        "tftp_transfer_duration, tftp_transfer_url) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (conn, f.get("direction"), logsql.text(f.get("filename")), f.get("mode"),
-         f.get("status"), f.get("bytes"), f.get("blocks"), f.get("blksize"),
-         f.get("windowsize"), f.get("tsize"), f.get("retransmits"), f.get("duration"),
-         f.get("url")))
+    logsql.insert(cur, "tftp_transfers", connection=conn,
+                  tftp_transfer_filename=logsql.text(f.get("filename")),
+                  **{f"tftp_transfer_{k}": f.get(k) for k in _TRANSFER_AS_IS})
 
 
 def _plain(fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-@jsonlog.detail("tftp.request")
-def _request_json(obj: dict[str, Any], inc: Incident) -> None:
-    jsonlog.append(obj, ("tftp", "requests"), _plain(inc.fields), obj["_cap"])
-
-
-@jsonlog.detail("tftp.transfer")
-def _transfer_json(obj: dict[str, Any], inc: Incident) -> None:
-    jsonlog.append(obj, ("tftp", "transfers"), _plain(inc.fields), obj["_cap"])
+jsonlog.collect("tftp.request", ("tftp", "requests"), _plain)
+jsonlog.collect("tftp.transfer", ("tftp", "transfers"), _plain)
