@@ -1,7 +1,7 @@
 """Incidents: the record, the registry of every name, and the bus to the sinks.
 
-Names keep dionaea's meanings (reference §4) without its `dionaea.` and
-`modules.python.` prefixes. The bus is the only path from the network to the
+Names keep the reference system's meanings (reference §4) without its `modules.python.`
+style prefixes. The bus is the only path from the network to the
 sinks: `emit` never blocks and never raises; each sink drains its own bounded
 queue in its own task, so a slow or failing sink only loses its own incidents,
 and counts them.
@@ -70,7 +70,7 @@ REGISTRY: dict[str, Spec] = {
     # services
     "blackhole.data": _s("bytes that arrived at the blackhole", "size"),
     # --- ftp
-    "ftp.command": _s("an FTP command line (dionaea's ftp.command)", "command", "arguments"),
+    "ftp.command": _s("an FTP command line", "command", "arguments"),
     "ftp.bounce": _s("PORT/EPRT to another host or a privileged port, refused",
                      "command", "host", "port", "reason"),
     # --- tftp

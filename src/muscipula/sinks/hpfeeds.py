@@ -1,4 +1,4 @@
-"""hpfeeds: dionaea's channels and payloads, published to a broker over the hpfeeds protocol.
+"""hpfeeds: the reference system's channels and payloads (compat), sent to a broker.
 
 The wire protocol is small (a length-prefixed frame, four opcodes) and spoken here
 directly: the `hpfeeds` package's asyncio client publishes only while connected
@@ -34,11 +34,11 @@ MAX_FRAME = 5 + 1024 * 1024  # what brokers accept for a publish
 AUTH_GRACE = 0.3  # a broker refusing AUTH says so at once; wait that long before publishing
 CONNECT_TIMEOUT = 10.0
 
-CONNECTIONS = "dionaea.connections"
-CAPTURE = "dionaea.capture"
-DCERPC = "dionaea.dcerpcrequests"
-SHELLCODE = "dionaea.shellcodeprofiles"
-UNIQUE = "mwbinary.dionaea.sensorunique"
+CONNECTIONS = "dionaea.connections"  # compat: feed consumers subscribe by these names
+CAPTURE = "dionaea.capture"  # compat: feed consumers subscribe by these names
+DCERPC = "dionaea.dcerpcrequests"  # compat: feed consumers subscribe by these names
+SHELLCODE = "dionaea.shellcodeprofiles"  # compat: feed consumers subscribe by these names
+UNIQUE = "mwbinary.dionaea.sensorunique"  # compat: feed consumers subscribe by these names
 
 _CONNECTION_EVENTS = {
     "connection.tcp.accept": "accept", "connection.tls.accept": "accept",

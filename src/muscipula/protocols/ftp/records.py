@@ -1,4 +1,4 @@
-"""How FTP incidents are kept: an ftp_commands table and dionaea's JSON `ftp.commands`.
+"""How FTP incidents are kept: an ftp_commands table and the log_json-compatible `ftp.commands`.
 
 dionaea raised ftp.command for every line but logsql kept none of them; the
 table follows its naming style (`connection` = attack id). Logins go to the

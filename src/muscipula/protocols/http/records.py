@@ -1,6 +1,6 @@
 """logsql tables and JSON detail for HTTP requests and exploit findings.
 
-dionaea had no HTTP tables; these follow its conventions: one row per request in
+The reference logsql had no HTTP tables; these follow its conventions: one row per request in
 `http_requests` keyed by `connection`, its headers in order in `http_headers`.
 """
 

@@ -26,7 +26,7 @@ from muscipula.protocols.mysql.query import Identity, SqlSession
 from muscipula.protocols.mysql.variables import system_variables
 from muscipula.services import ServiceContext, ServiceSpec
 
-register("mysql.command", "a MySQL command packet (dionaea's cmd number and args)",
+register("mysql.command", "a MySQL command packet (logsql cmd number and args)",
          "cmd", "args")
 register("mysql.udf", "CREATE FUNCTION ... SONAME: a UDF library the attacker loads",
          "function", "returns", "soname")

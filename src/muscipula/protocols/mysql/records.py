@@ -12,7 +12,7 @@ from muscipula.sinks import jsonlog, logsql
 
 @logsql.writer("mysql.command")
 def _command(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
-    """dionaea's rows: one mysql_commands row, one mysql_command_args row per argument."""
+    """logsql rows: one mysql_commands row, one mysql_command_args row per argument."""
     command = logsql.insert(cur, "mysql_commands", connection=conn,
                             mysql_command_cmd=int(inc.fields.get("cmd", 0)))
     args = inc.fields.get("args") or []

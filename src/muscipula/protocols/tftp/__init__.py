@@ -1,7 +1,7 @@
 """TFTP (69/udp): RFC 1350 with options (RFC 2347-2349, 7440), answering like tftpd-hpa 5.2.
 
 Reads are served from a read-only root; writes are captured into the store
-(dionaea refused them, but worms push their payloads this way).
+(the reference system refused them, but worms push their payloads this way).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How TFTP incidents are recorded: logsql tables and the connection's JSON detail.
 
-dionaea kept nothing for TFTP; these tables follow its naming style
+The reference logsql kept nothing for TFTP; these tables follow its naming style
 (`<table>` singular key, `<table>_<column>` columns, `connection` = attack id).
 """
 
