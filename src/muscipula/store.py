@@ -1,7 +1,7 @@
 """Captured files, kept by content hash under a quota.
 
 Bytes stream into an anonymous temp file and are hashed on the way; when the
-capture ends the file is renamed atomically to its md5 (as dionaea's binaries
+capture ends the file is renamed atomically to its md5 (as the reference system's binaries
 folder names them). No name or path from the network ever reaches the disk.
 """
 

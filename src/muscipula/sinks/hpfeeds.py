@@ -86,7 +86,7 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 def timestr(ts: float) -> str:
-    """dionaea's capture time layout: stamp, zone name, offset (always UTC here)."""
+    """the reference capture time layout (compat): stamp, zone name, offset (always UTC here)."""
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f UTC +0000")
 
 

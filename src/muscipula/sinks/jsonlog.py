@@ -1,4 +1,4 @@
-"""JSON lines: one object per connection when it ends, with dionaea's log_json names.
+"""JSON lines: one object per connection when it ends, with the reference log_json names (compat).
 
 T-Pot/ELK dashboards read these field names; protocols add their detail with
 `detail()`, which folds an incident into the connection's pending object.
@@ -76,7 +76,7 @@ def _tls_hello(obj: dict[str, Any], inc: Incident) -> None:
 
 
 def flatten(obj: dict[str, Any]) -> dict[str, Any]:
-    """dionaea's flat_data: lists of objects become objects of lists, lists of text joined."""
+    """flat_data (compat): lists of objects become objects of lists, lists of text joined."""
     out: dict[str, Any] = {}
     for key, value in obj.items():
         if isinstance(value, dict):
