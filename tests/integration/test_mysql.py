@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import subprocess
+from decimal import Decimal
 
 import mysql.connector
 import pymysql
@@ -54,7 +55,7 @@ def test_clients_commands_and_udf_dropper(honeypot_factory):
         cur.execute("SELECT id, name, price FROM shop.products WHERE id = ? AND name <> ?",
                     (2, "x"))
         (row,) = cur.fetchall()
-        assert row[0] == 2 and isinstance(row[2], float)
+        assert row[0] == 2 and row[2] == Decimal("39.50")  # decimal(10,2), as MySQL
         assert c.is_secure is (not ssl_off)
         c.close()
 

@@ -67,6 +67,8 @@ class MysqlConfig(ServiceConfig):
     max_protocol_errors: PositiveInt = 100
     max_capture_bytes: PositiveInt = 64 * 1024 * 1024
     max_arg_chars: PositiveInt = 65536
+    #: the most one compressed packet may inflate to (CLIENT_COMPRESS), whatever it declares
+    max_inflated: PositiveInt = 4 * 1024 * 1024 + 1024
 
 
 def _private_key(ctx: ServiceContext) -> rsa.RSAPrivateKey:
@@ -163,7 +165,7 @@ def build(ctx: ServiceContext):
 
     setup = Setup(profile, policy, make_sql, decrypt, public_pem, plugin, tls,
                   cfg.max_packet, cfg.max_prepared, cfg.max_long_data, cfg.max_arg_chars,
-                  statistics, cfg.max_protocol_errors)
+                  statistics, cfg.max_protocol_errors, cfg.max_inflated)
 
     def factory(peer: Peer) -> MysqlMachine:
         return MysqlMachine(setup, peer.remote_host, peer.remote_port, peer.local_host,
@@ -194,7 +196,8 @@ FUZZ_SEEDS = (
 
 
 def _max_buffer(cfg: MysqlConfig) -> int:
-    return cfg.max_packet + 8 + cfg.max_long_data
+    # a compressed packet in, the plain packets it held, and long data
+    return 2 * (cfg.max_packet + 16) + max(cfg.max_inflated, cfg.max_packet) + cfg.max_long_data
 
 
 SERVICE = ServiceSpec("mysql", "mysqld", MysqlConfig, build,

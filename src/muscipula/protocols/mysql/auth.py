@@ -173,3 +173,28 @@ def unmask(data: bytes, salt: bytes) -> str:
 
 def switch_request(plugin: str, salt: bytes) -> bytes:
     return b"\xfe" + plugin.encode() + b"\0" + salt + b"\0"
+
+
+def parse_change_user(body: bytes, capabilities: int, max_attrs: int = 64) -> Response:
+    """COM_CHANGE_USER after its command byte; the connection's capabilities shape it."""
+    r = w.Reader(body)
+    out = Response(capabilities=capabilities)
+    out.username = _text(r.str_null())
+    if capabilities & w.SECURE_CONNECTION:
+        out.auth = r.take(r.u8())
+    else:
+        out.auth = r.str_null()
+    out.database = _text(r.str_null()) if r.left() else ""
+    if r.left() >= 2:
+        out.charset = r.u16()
+    if capabilities & w.PLUGIN_AUTH and r.left():
+        try:
+            out.plugin = _text(r.str_null())
+        except w.Truncated:
+            out.plugin = _text(r.rest())
+    if capabilities & w.CONNECT_ATTRS and r.left():
+        block = w.Reader(r.str_lenenc())
+        while block.left() and len(out.attributes) < max_attrs:
+            key = _text(block.str_lenenc())
+            out.attributes[key[:256]] = _text(block.str_lenenc())[:1024]
+    return out

@@ -125,3 +125,11 @@ def packet_too_large() -> SqlError:
 
 def bad_handshake() -> SqlError:
     return SqlError(1043, "08S01", "Bad handshake")
+
+
+def uncompress() -> SqlError:
+    return SqlError(1157, "08S01", "Couldn't uncompress communication packet")
+
+
+def no_cursor(stmt_id: int) -> SqlError:
+    return SqlError(1421, "HY000", f"The statement ({stmt_id}) has no open cursor.")

@@ -20,6 +20,7 @@ from muscipula.machine import (
 from muscipula.protocols.mysql import auth as A
 from muscipula.protocols.mysql import errors as E
 from muscipula.protocols.mysql import wire as w
+from muscipula.protocols.mysql.compress import CompressError, Inflater, deflate
 from muscipula.protocols.mysql.policy import LoginPolicy
 from muscipula.protocols.mysql.query import Identity, SqlSession
 from muscipula.protocols.mysql.results import (
@@ -32,6 +33,7 @@ from muscipula.protocols.mysql.results import (
     text_row,
 )
 from muscipula.protocols.mysql.statements import (
+    Cursor,
     Prepared,
     StatementError,
     parse_execute,
@@ -59,6 +61,7 @@ class Setup:
     max_arg: int
     statistics: Callable[[float, int], str]
     max_protocol_errors: int = 100
+    max_inflated: int = 4 * 1024 * 1024 + 1024
 
 
 class MysqlMachine(BaseMachine):
@@ -82,17 +85,26 @@ class MysqlMachine(BaseMachine):
         self.proof = b""
         self.sql: SqlSession | None = None
         self.stmts: dict[int, Prepared] = {}
+        self.cursors: dict[int, Cursor] = {}
         self.next_stmt = 1
         self.captures = 0
         self.multi = False
         self.login_done = False
         self.switched = False
         self.protocol_errors = 0
+        #: during COM_CHANGE_USER: who to fall back to when the new login fails
+        self.previous: tuple[A.Response, str | None, str] | None = None
+        self.inflater: Inflater | None = None
+        self.compress_next = False
+        self.pending = b""
+        self.cseq = 0
 
     # ------------------------------------------------------------- contract
 
     def buffered(self) -> int:
-        held = self.frames.buffered()
+        held = self.frames.buffered() + len(self.pending)
+        if self.inflater is not None:
+            held += self.inflater.buffered()
         for st in self.stmts.values():
             held += st.long_data_size()
         return held
@@ -104,6 +116,50 @@ class MysqlMachine(BaseMachine):
     def receive(self, data: bytes, now: float) -> list[Action]:
         if self.state == "closed":
             return []
+        if self.inflater is not None:
+            return self._receive_compressed(data, now)
+        out = self._receive_plain(data, now)
+        if self.inflater is not None and self.pending and self.state != "closed":
+            rest, self.pending = self.pending, b""
+            out += self._receive_compressed(rest, now)
+        return out
+
+    def _receive_compressed(self, data: bytes, now: float) -> list[Action]:
+        assert self.inflater is not None
+        try:
+            chunks = self.inflater.feed(data)
+        except CompressError as exc:
+            self.state = "closed"
+            err = E.packet_too_large() if exc.code == 1153 else E.uncompress()
+            self.cseq = (data[3] + 1) & 0xFF if len(data) > 3 else self.cseq
+            return self._deflated([Emit("protocol.error", {"detail": str(exc),
+                                                           "data": data[:64]}),
+                                   self._error(err), Close("bad compressed packet")])
+        out: list[Action] = []
+        for seq, plain in chunks:
+            self.cseq = (seq + 1) & 0xFF
+            out += self._deflated(self._receive_plain(plain, now))
+            if self.state == "closed":
+                break
+        return out
+
+    def _deflated(self, actions: list[Action]) -> list[Action]:
+        """The Sends of one reply as compressed packets, where the first Send stood."""
+        sends = [a.data for a in actions if isinstance(a, Send)]
+        if not sends:
+            return actions
+        data, self.cseq = deflate(b"".join(sends), self.cseq)
+        out: list[Action] = []
+        for a in actions:
+            if isinstance(a, Send):
+                if data:
+                    out.append(Send(data))
+                    data = b""
+                continue
+            out.append(a)
+        return out
+
+    def _receive_plain(self, data: bytes, now: float) -> list[Action]:
         packets = self.frames.feed(data)
         if packets is None:
             self.state = "closed"
@@ -118,6 +174,14 @@ class MysqlMachine(BaseMachine):
             except (w.Truncated, struct.error, IndexError, ValueError, UnicodeError) as exc:
                 out += self._malformed(payload, exc)
             if self.state == "closed" or self.switched:
+                break
+            if self.compress_next:
+                # the OK just sent is the last plain packet: what follows is compressed
+                self.compress_next = False
+                self.inflater = Inflater(self.s.max_packet + 8, self.s.max_inflated)
+                self.pending = b"".join(w.frame(s, p) for s, p in packets[i + 1:]) \
+                    + bytes(self.frames.buf)
+                self.frames.buf.clear()
                 break
         return out
 
@@ -151,11 +215,11 @@ class MysqlMachine(BaseMachine):
                                          d.warnings, d.info,
                                          session_track=bool(self.caps & w.SESSION_TRACK)))
 
-    def _eof(self, more: bool = False) -> Send:
+    def _eof(self, more: bool = False, status: int = 0) -> Send:
         if self.caps & w.DEPRECATE_EOF:
-            return self._packet(w.ok_payload(status=self._status(more), header=0xFE,
+            return self._packet(w.ok_payload(status=self._status(more) | status, header=0xFE,
                                              session_track=bool(self.caps & w.SESSION_TRACK)))
-        return self._packet(w.eof_payload(self._status(more)))
+        return self._packet(w.eof_payload(self._status(more) | status))
 
     def _malformed(self, payload: bytes, exc: Exception) -> list[Action]:
         out: list[Action] = [Emit("protocol.error", {"detail": f"malformed packet in "
@@ -202,6 +266,10 @@ class MysqlMachine(BaseMachine):
         self.client = resp
         self.caps = resp.capabilities & self.s.profile.capabilities
         self.multi = bool(self.caps & w.MULTI_STATEMENTS)
+        return self._authenticate(resp, now)
+
+    def _authenticate(self, resp: A.Response, now: float) -> list[Action]:
+        """The account's plugin against the client's: switch, or check what it sent."""
         wanted = self.s.account_plugin
         offered = resp.plugin or (A.NATIVE if resp.capabilities & w.SECURE_CONNECTION else "")
         self.proof = resp.auth
@@ -253,6 +321,8 @@ class MysqlMachine(BaseMachine):
             password = self.s.policy.users.get(user)
         self.login_done = True
         out: list[Action] = [self._login(ok, password)]
+        if self.previous is not None:
+            return out + self._changed(ok, password, now)
         if not ok:
             self.state = "closed"
             used = bool(self.proof not in (b"", b"\0") or password)
@@ -270,7 +340,54 @@ class MysqlMachine(BaseMachine):
         if self.plugin == A.CACHING_SHA2 and password is None:
             out.append(self._packet(b"\x01\x03"))
         out.append(self._ok())
+        self.compress_next = bool(self.caps & w.COMPRESS) and self.inflater is None
         return out
+
+    def _change_user(self, body: bytes, now: float) -> list[Action]:
+        """COM_CHANGE_USER: a new login on this connection; the session starts afresh."""
+        resp = A.parse_change_user(body, self.client.capabilities)
+        record = self._record(17, [resp.username, resp.database])
+        self.previous = (self.client, self.sql.db if self.sql else None, self.plugin)
+        self.client = resp
+        self.login_done = False
+        self.stmts.clear()
+        self.cursors.clear()
+        return [record, *self._authenticate(resp, now)]
+
+    def _changed(self, ok: bool, password: str | None, now: float) -> list[Action]:
+        """The end of COM_CHANGE_USER: the new user's session, or the old user back."""
+        assert self.previous is not None
+        old_client, old_db, old_plugin = self.previous
+        self.previous = None
+        self.state = "command"
+        err: E.SqlError | None = None
+        if ok:
+            session = self.s.make_sql(Identity(self.client.username, self.host,
+                                               self.thread_id, self.local_host, self.port), now)
+            if self.client.database:
+                try:
+                    session.use(self.client.database)
+                except E.SqlError as exc:
+                    err = exc
+            if err is None:
+                if self.sql is not None:
+                    self.sql.close()
+                self.sql = session
+                out: list[Action] = []
+                if self.plugin == A.CACHING_SHA2 and password is None:
+                    out.append(self._packet(b"\x01\x03"))
+                return [*out, self._ok()]
+            session.close()
+        else:
+            used = bool(self.proof not in (b"", b"\0"))
+            err = E.access_denied(self.client.username, self.host, used)
+        # mysqld resets the session before it authenticates: the old user comes back
+        # with the old database, but without its prepared statements
+        self.client, self.plugin = old_client, old_plugin
+        if self.sql is not None:
+            self._reset(now)
+            self.sql.db = old_db
+        return [self._error(err)]
 
     def _login(self, ok: bool, password: str | None) -> Emit:
         c = self.client
@@ -316,6 +433,8 @@ class MysqlMachine(BaseMachine):
                     *self._field_list(table.decode("utf-8", "replace"))]
         if cmd == 14:
             return [self._record(cmd, []), self._ok()]
+        if cmd == 17:
+            return self._change_user(body, now)
         if cmd == 9:
             text = self.s.statistics(now, self._sql().questions)
             return [self._record(cmd, []), self._packet(text.encode())]
@@ -343,6 +462,7 @@ class MysqlMachine(BaseMachine):
         if cmd == 25:
             stmt_id = struct.unpack("<I", body[:4])[0] if len(body) >= 4 else 0
             self.stmts.pop(stmt_id, None)
+            self.cursors.pop(stmt_id, None)
             return [self._record(cmd, [str(stmt_id)])]
         if cmd == 26:
             stmt_id = struct.unpack("<I", body[:4])[0] if len(body) >= 4 else 0
@@ -351,7 +471,10 @@ class MysqlMachine(BaseMachine):
                 return [self._record(cmd, [str(stmt_id)]),
                         self._error(E.unknown_stmt(stmt_id, "mysqld_stmt_reset"))]
             st.reset()
+            self.cursors.pop(stmt_id, None)
             return [self._record(cmd, [str(stmt_id)]), self._ok()]
+        if cmd == 28:
+            return self._fetch(body)
         if cmd == 12:
             target = struct.unpack("<I", body[:4])[0] if len(body) >= 4 else 0
             return [self._record(cmd, [str(target)]),
@@ -381,6 +504,7 @@ class MysqlMachine(BaseMachine):
         self.sql.db = old.db
         old.close()
         self.stmts.clear()
+        self.cursors.clear()
 
     def _query_text(self, body: bytes) -> str:
         if self.caps & w.QUERY_ATTRIBUTES:
@@ -388,7 +512,7 @@ class MysqlMachine(BaseMachine):
         return body.decode("utf-8", "surrogateescape")
 
     def _run(self, fn: Callable[[], list[Result]], now: float, binary: bool = False,
-             ) -> list[Action]:
+             cursor: int | None = None) -> list[Action]:
         sql = self._sql()
         sql.now = now
         try:
@@ -398,6 +522,8 @@ class MysqlMachine(BaseMachine):
         except RecursionError:
             return [*self._effects(), self._error(E.syntax(""))]
         out = self._effects()
+        if cursor is not None and len(results) == 1 and isinstance(results[0], Rows):
+            return out + self._open_cursor(cursor, results[0])
         for i, result in enumerate(results):
             more = i < len(results) - 1
             if isinstance(result, Rows):
@@ -462,8 +588,36 @@ class MysqlMachine(BaseMachine):
                 out.append(self._packet(binary_row(rows.columns, row)))
         else:
             for row in rows.rows:
-                out.append(self._packet(text_row(row)))
+                out.append(self._packet(text_row(row, rows.columns)))
         out.append(self._eof(more))
+        return out
+
+    def _open_cursor(self, stmt_id: int, rows: Rows) -> list[Action]:
+        """CURSOR_TYPE_READ_ONLY: the metadata now, the rows on COM_STMT_FETCH."""
+        self.cursors[stmt_id] = Cursor(rows.columns, rows.rows)
+        cs = self._charset()
+        head = w.lenenc_int(len(rows.columns))
+        if self.caps & w.OPTIONAL_METADATA:
+            head += b"\x01"
+        out: list[Action] = [self._packet(head)]
+        out += [self._packet(column_def(col, cs)) for col in rows.columns]
+        out.append(self._eof(status=w.STATUS_CURSOR_EXISTS))
+        return out
+
+    def _fetch(self, body: bytes) -> list[Action]:
+        stmt_id, count = struct.unpack("<II", body[:8])
+        record = self._record(28, [str(stmt_id), str(count)])
+        if stmt_id not in self.stmts:
+            return [record, self._error(E.unknown_stmt(stmt_id, "mysqld_stmt_fetch"))]
+        cur = self.cursors.get(stmt_id)
+        if cur is None:
+            return [record, self._error(E.no_cursor(stmt_id))]
+        chunk, done = cur.take(count)
+        out: list[Action] = [record]
+        out += [self._packet(binary_row(cur.columns, row)) for row in chunk]
+        if done:
+            del self.cursors[stmt_id]
+        out.append(self._eof(status=w.STATUS_LAST_ROW_SENT if done else w.STATUS_CURSOR_EXISTS))
         return out
 
     def _field_list(self, table: str) -> list[Action]:
@@ -539,5 +693,8 @@ class MysqlMachine(BaseMachine):
                     self._error(E.wrong_args("mysqld_stmt_execute"))]
         text = st.bind(values)
         st.reset()
+        self.cursors.pop(stmt_id, None)
+        cursor = stmt_id if body[4] & w.CURSOR_TYPE_READ_ONLY else None
         return [self._record(23, [text]),
-                *self._run(lambda: self._sql().execute(text, now), now, binary=True)]
+                *self._run(lambda: self._sql().execute(text, now), now, binary=True,
+                           cursor=cursor)]

@@ -24,6 +24,7 @@ from sqlglot.errors import ParseError, SqlglotError, TokenError
 from sqlglot.tokens import TokenType
 
 from muscipula.protocols.mysql import errors as E
+from muscipula.protocols.mysql import types
 from muscipula.protocols.mysql import wire as w
 from muscipula.protocols.mysql.backend import (
     SYSTEM_SCHEMAS,
@@ -123,6 +124,8 @@ class SqlSession:
         self.written: set[str] = set()
         self.udfs: dict[str, str] = {}
         self._backend: Session | None = None
+        #: an error a MySQL function raised inside SQLite (EXTRACTVALUE, GTID_SUBSET)
+        self.raised: E.SqlError | None = None
         self.effects = Effects()
 
     # ------------------------------------------------------------------ helpers
@@ -191,7 +194,39 @@ class SqlSession:
                 return None
             return str(sep).join(str(p) for p in parts if p is not None)
 
+        def fail(err: E.SqlError) -> Any:
+            self.raised = err
+            raise ValueError(err.message)
+
+        def xpath(_doc: Any = None, path: Any = None, *_: Any) -> Any:
+            text = _text(path)
+            if text is None:
+                return None
+            if text and not (text[0].isalnum() or text[0] in "/.@*("):
+                return fail(E.SqlError(1105, "HY000", f"XPATH syntax error: '{text[:32]}'"))
+            return ""
+
+        def gtid_subset(a: Any = None, *_: Any) -> Any:
+            text = _text(a)
+            if text and not re.fullmatch(r"[0-9a-fA-F-]{36}(:\d+(-\d+)?)+", text):
+                return fail(E.SqlError(1772, "HY000",
+                                       f"Malformed GTID set specification '{text[:512]}'."))
+            return 1
+
         return {
+            "elt": lambda n=None, *items: None if n is None or not 1 <= int(n) <= len(items)
+            else items[int(n) - 1],
+            "mid": _mid, "substring_index": _substring_index,
+            "strcmp": lambda a=None, b=None, *_: None if a is None or b is None
+            else (str(a) > str(b)) - (str(a) < str(b)),
+            "lpad": lambda s=None, n=0, p=" ", *_: _pad(s, n, p, left=True),
+            "rpad": lambda s=None, n=0, p=" ", *_: _pad(s, n, p, left=False),
+            "unix_timestamp": lambda *a: int(self.now) if not a else _epoch(a[0]),
+            "unix_to_time": lambda v=None, *_: None if v is None else dt.datetime.fromtimestamp(
+                float(v), dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            "current_role": lambda *_: "NONE", "extractvalue": xpath,
+            "updatexml": lambda doc=None, path=None, *_: xpath(doc, path),
+            "gtid_subset": gtid_subset, "gtid_subtract": lambda a=None, *_: gtid_subset(a) and a,
             "unhex": unhex, "md5": digest("md5"), "sha1": digest("sha1"), "sha": digest("sha1"),
             "sha2": lambda v=None, bits=256, *_: None if v is None else hashlib.new(
                 {224: "sha224", 256: "sha256", 384: "sha384", 512: "sha512", 0: "sha256"}.get(
@@ -710,6 +745,8 @@ class SqlSession:
         if tree is None:
             raise E.empty_query()
         names = select_names(stmt, tree)
+        typed = types.select_types(tree, self._declared) if isinstance(tree, exp.Select) \
+            else None
         if "information_schema" in stmt.lower():
             self._refresh_information_schema()
         tree = tree.transform(self._rewrite)
@@ -722,12 +759,17 @@ class SqlSession:
         except Interrupted:
             raise E.interrupted(self.modern) from None
         except sqlite3.Error as exc:
-            raise self._map_error(exc, stmt) from None
+            raised, self.raised = self.raised, None
+            raise (raised or self._map_error(exc, stmt)) from None
         if out.has_rows:
             cols = []
             for i, name in enumerate(out.names):
                 shown = names[i] if names and i < len(names) and names[i] else name
-                cols.append(infer(shown, [r[i] for r in out.rows]))
+                col = typed[i] if typed and len(typed) == len(out.names) else None
+                if col is None:
+                    col = infer(shown, [r[i] for r in out.rows])
+                col.name = shown
+                cols.append(col)
             self.found_rows = len(out.rows)
             self.row_count = -1
             return Rows(cols, out.rows)
@@ -749,8 +791,27 @@ class SqlSession:
             if name == "autocommit":
                 return exp.Literal.number(1 if value in ("ON", "1") else 0)
             return exp.Literal.string(value)
+        if isinstance(node, exp.Select):
+            src = node.args.get("from") or node.args.get("from_")
+            if src is not None and isinstance(src.this, exp.Table) and not src.this.db \
+                    and src.this.name.lower() == "dual" and not node.args.get("joins"):
+                node.set("from" if "from" in node.args else "from_", None)
+            return node
+        if isinstance(node, exp.HexString) and not isinstance(node.parent, (exp.Select,
+                                                                            exp.Alias)):
+            # MySQL compares 0x... as a string (sqlmap writes its strings so)
+            try:
+                return exp.Literal.string(bytes.fromhex(str(node.this)).decode("utf-8"))
+            except ValueError:
+                return node
         if isinstance(node, exp.Parameter):
             return _literal(self.uservars.get(node.name.lower()))
+        if isinstance(node, (exp.CurrentTimestamp, exp.UtcTimestamp)):
+            return exp.Anonymous(this="now", expressions=[])
+        if isinstance(node, exp.CurrentDate):
+            return exp.Anonymous(this="curdate", expressions=[])
+        if isinstance(node, exp.CurrentTime):
+            return exp.Anonymous(this="curtime", expressions=[])
         if isinstance(node, exp.CurrentVersion):
             return exp.Literal.string(self.version)
         if isinstance(node, exp.CurrentUser):
@@ -762,6 +823,16 @@ class SqlSession:
         if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
             return self._qualify(node)
         return node
+
+    def _declared(self, db: str | None, table: str) -> list[types.ColumnInfo] | None:
+        """Declared columns of a table the statement reads, for its result's types."""
+        schema = self.known_db(db) if db else self.db
+        if schema is None or schema in SYSTEM_SCHEMAS:
+            return None
+        try:
+            return self.backend.columns(schema, table)
+        except sqlite3.Error:
+            return None
 
     def _qualify(self, node: exp.Table) -> exp.Table:
         name = node.name
@@ -833,6 +904,55 @@ def _b64(v: Any) -> Any:
         return base64.b64decode(v if isinstance(v, bytes) else str(v).encode())
     except (binascii.Error, ValueError):
         return None
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _mid(s: Any = None, pos: Any = 1, n: Any = None, *_: Any) -> Any:
+    text = _text(s)
+    if text is None or pos is None:
+        return None
+    start = int(pos)
+    if start == 0 or abs(start) > len(text):
+        return ""
+    i = start - 1 if start > 0 else len(text) + start
+    return text[i:] if n is None else text[i:i + max(int(n), 0)]
+
+
+def _substring_index(s: Any = None, delim: Any = None, count: Any = None, *_: Any) -> Any:
+    text, sep = _text(s), _text(delim)
+    if text is None or sep is None or count is None:
+        return None
+    n = int(count)
+    if not sep or n == 0:
+        return ""
+    parts = text.split(sep)
+    return sep.join(parts[:n]) if n > 0 else sep.join(parts[n:])
+
+
+def _pad(s: Any, n: Any, pad: Any, left: bool) -> Any:
+    text, fill = _text(s), _text(pad)
+    if text is None or n is None or fill is None:
+        return None
+    width = min(max(int(n), 0), 1 << 20)
+    if len(text) >= width:
+        return text[:width]
+    if not fill:
+        return None
+    extra = (fill * (width // len(fill) + 1))[:width - len(text)]
+    return extra + text if left else text + extra
+
+
+def _epoch(v: Any) -> Any:
+    try:
+        stamp = dt.datetime.fromisoformat(str(v)).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return 0
+    return int(stamp.timestamp())
 
 
 def _raw(v: Any) -> bytes:

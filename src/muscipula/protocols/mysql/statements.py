@@ -66,6 +66,21 @@ class Prepared:
         return "".join(out)
 
 
+@dataclass(slots=True)
+class Cursor:
+    """A read-only cursor's rows (at most max_rows, as any result) and how far FETCH got."""
+
+    columns: list[Any]
+    rows: list[tuple[Any, ...]]
+    pos: int = 0
+
+    def take(self, n: int) -> tuple[list[tuple[Any, ...]], bool]:
+        """The next `n` rows, and whether the rows ran out while taking them."""
+        chunk = self.rows[self.pos:self.pos + n]
+        self.pos += len(chunk)
+        return chunk, len(chunk) < n
+
+
 def literal(v: Any) -> str:
     if v is None:
         return "NULL"
