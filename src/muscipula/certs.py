@@ -1,33 +1,63 @@
-"""The per-install TLS certificate, made at first start to look like the persona's own.
+"""Per-install TLS certificates and the server contexts each service offers.
 
-Windows makes a one-year self-signed certificate named after the host; Debian's
-ssl-cert makes a ten-year "snakeoil" one, also named after the host. Serial,
-key and dates are random per install so no two sensors share a fingerprint.
+A real host does not show one TLS face on every port: nginx on 443 and vsftpd's
+AUTH TLS use the host's own certificate (Windows: a one-year self-signed one
+named after the host; Debian: ssl-cert's ten-year "snakeoil", also named after
+the host), while MySQL 8 serves the CA and server certificates it generated in
+its data directory on first start, with its own built-in cipher list. So each
+service's product in personas.yaml may carry a `tls_profile`; a service without
+one gets the host's (`tls` at the persona's top level).
+
+Keys, serials and dates are made once per install under the state dir `tls/`
+and reused, so no two sensors share a fingerprint and restarts keep it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 import secrets
 import ssl
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import dh, rsa
 from cryptography.x509.oid import NameOID
 
+from muscipula import tls_native
 from muscipula.persona import PersonaView
 from muscipula.secrets import atomic_write
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------ identities
+
+
+def _key_bytes(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM,
+                             serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _installed_ago() -> dt.datetime:
+    """Made some weeks to months ago, as an installed host's files would be."""
+    age = dt.timedelta(days=20 + secrets.randbelow(200), seconds=secrets.randbelow(86400))
+    return dt.datetime.now(dt.UTC).replace(microsecond=0) - age
 
 
 def _make(persona: PersonaView, key_path: Path, cert_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, persona.fqdn)])
-    # Made some weeks to months ago, as an installed host's certificate would be.
-    age = dt.timedelta(days=20 + secrets.randbelow(200), seconds=secrets.randbelow(86400))
-    not_before = dt.datetime.now(dt.UTC).replace(microsecond=0) - age
+    not_before = _installed_ago()
     days = int(persona.facts.get("cert_validity_days", 365))
     builder = (
         x509.CertificateBuilder()
@@ -55,19 +85,12 @@ def _make(persona: PersonaView, key_path: Path, cert_path: Path) -> None:
         ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
     cert = builder.sign(key, hashes.SHA256())
     key_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        ),
-    )
-    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    atomic_write(key_path, _key_bytes(key))
+    atomic_write(cert_path, _pem(cert), 0o644)
 
 
 def ensure(persona: PersonaView) -> tuple[Path, Path]:
-    """(key, cert) paths, generating them on first start."""
+    """(key, cert) paths of the host's own certificate, generating them on first start."""
     folder = persona.state_dir / "tls"
     key_path, cert_path = folder / "server.key", folder / "server.crt"
     if not (key_path.exists() and cert_path.exists()):
@@ -75,15 +98,110 @@ def ensure(persona: PersonaView) -> tuple[Path, Path]:
     return key_path, cert_path
 
 
-def server_context(persona: PersonaView) -> ssl.SSLContext:
-    """A server context offering what the persona's own TLS stack offers.
+def mysql_names(version: str) -> tuple[str, str]:
+    """(CA, server) common names mysqld gives its auto-generated certificates.
 
-    The library's defaults (TLS 1.3, a short ECDHE-only list) are a fingerprint of
-    their own: an IIS 7.5 host must look like SChannel on 2008 R2, a Debian host like
-    nginx over the system OpenSSL (`tls` in personas.yaml).
+    Past 64 characters the server drops the version, as mysqld does.
     """
-    key_path, cert_path = ensure(persona)
-    profile = dict(persona.facts.get("tls") or {})
+    ca = f"MySQL_Server_{version}_Auto_Generated_CA_Certificate"
+    server = f"MySQL_Server_{version}_Auto_Generated_Server_Certificate"
+    if len(ca) > 64 or len(server) > 64:
+        return ("MySQL_Server_Auto_Generated_CA_Certificate",
+                "MySQL_Server_Auto_Generated_Server_Certificate")
+    return ca, server
+
+
+def _mysql_cert(cn: str, serial: int, key: rsa.RSAPrivateKey, not_before: dt.datetime,
+                issuer: x509.Certificate | None, signer: rsa.RSAPrivateKey) -> x509.Certificate:
+    # mysqld's X509_gen: v3, CN only, ten years of 365 days from generation, one critical
+    # basicConstraints extension and nothing else, sha256WithRSAEncryption
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer is not None else name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
+        .sign(signer, hashes.SHA256())
+    )
+
+
+def ensure_mysql(persona: PersonaView, version: str) -> tuple[Path, Path, Path]:
+    """(server key, server cert, CA cert) as mysqld --initialize leaves them in its data dir.
+
+    mysqld numbers them 1 (CA), 2 (server), 3 (client) on every install; what differs
+    per install is the keys and the moment they were made, both drawn here once.
+    """
+    folder = persona.state_dir / "tls" / f"mysql-{version}"
+    key_path, cert_path, ca_path = (folder / "server-key.pem", folder / "server-cert.pem",
+                                    folder / "ca.pem")
+    if key_path.exists() and cert_path.exists() and ca_path.exists():
+        return key_path, cert_path, ca_path
+    ca_cn, server_cn = mysql_names(version)
+    made = _installed_ago()
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca = _mysql_cert(ca_cn, 1, ca_key, made, None, ca_key)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = _mysql_cert(server_cn, 2, key, made, ca, ca_key)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "ca-key.pem", _key_bytes(ca_key))
+    atomic_write(key_path, _key_bytes(key))
+    atomic_write(cert_path, _pem(cert), 0o644)
+    atomic_write(ca_path, _pem(ca), 0o644)
+    return key_path, cert_path, ca_path
+
+
+# ------------------------------------------------------------------ DH groups
+
+
+def _ffdhe_prime(bits: int, offset: int) -> int:
+    """RFC 7919's prime: 2^b - 2^(b-64) + (floor(2^(b-130) * e) + offset) * 2^64 - 1."""
+    frac = bits - 130
+    guard = 64
+    one = 1 << (frac + guard)
+    e, term, k = 0, one, 0
+    while term:
+        e += term
+        k += 1
+        term //= k
+    return (1 << bits) - (1 << (bits - 64)) + ((e >> guard) + offset) * (1 << 64) - 1
+
+
+#: RFC 7919 groups by name: (bits, offset)
+FFDHE = {"ffdhe2048": (2048, 560316), "ffdhe3072": (3072, 2625351)}
+
+
+def ensure_dh(persona: PersonaView, group: str) -> Path:
+    """A PEM file with a named RFC 7919 group, for the DHE suites a server offers."""
+    path = persona.state_dir / "tls" / f"{group}.pem"
+    if not path.exists():
+        bits, offset = FFDHE[group]
+        params = dh.DHParameterNumbers(_ffdhe_prime(bits, offset), 2).parameters()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, params.parameter_bytes(serialization.Encoding.PEM,
+                                                  serialization.ParameterFormat.PKCS3), 0o644)
+    return path
+
+
+# ------------------------------------------------------------------ profiles
+
+
+def profile_for(persona: PersonaView, service: str) -> dict[str, Any]:
+    """The TLS profile `service` serves: its product's `tls_profile`, else the host's `tls`."""
+    own = persona.product(service).get("tls_profile")
+    if isinstance(own, dict):
+        profile = dict(own)
+        if profile.get("identity") == "mysql":
+            profile.setdefault("version", persona.product(service).get("version", ""))
+        return profile
+    return dict(persona.facts.get("tls") or {})
+
+
+def build(persona: PersonaView, profile: dict[str, Any]) -> ssl.SSLContext:
+    """A server context offering what the product's own TLS stack offers."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # ciphers first: the security level they set decides which versions may be enabled
     ciphers = profile.get("ciphers")
@@ -95,8 +213,52 @@ def server_context(persona: PersonaView) -> ssl.SSLContext:
         ctx.maximum_version = ssl.TLSVersion[profile.get("max_version", "MAXIMUM_SUPPORTED")]
     if profile.get("curve"):
         ctx.set_ecdh_curve(profile["curve"])
-    ctx.load_cert_chain(cert_path, key_path)
+    if profile.get("dh"):
+        ctx.load_dh_params(ensure_dh(persona, profile["dh"]))
+    if profile.get("identity") == "mysql":
+        key_path, cert_path, ca_path = ensure_mysql(persona, str(profile["version"]))
+        ctx.load_cert_chain(cert_path, key_path)
+        # mysqld loads its ca.pem as the trust store and asks for a client certificate
+        # (optional); OpenSSL then sends the CA behind the server certificate
+        ctx.load_verify_locations(ca_path)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    else:
+        key_path, cert_path = ensure(persona)
+        ctx.load_cert_chain(cert_path, key_path)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     if not profile.get("session_tickets", True):
         ctx.options |= ssl.OP_NO_TICKET
+    # what the ssl module has no setter for: TLS 1.3 suites and the group list
+    if profile.get("tls13_ciphers"):
+        tls_native.set_ciphersuites(ctx, profile["tls13_ciphers"])
+    if profile.get("groups"):
+        tls_native.set_groups(ctx, profile["groups"])
     return ctx
+
+
+def server_context(persona: PersonaView) -> ssl.SSLContext:
+    """The host's own context (the persona's top-level `tls` profile)."""
+    return build(persona, dict(persona.facts.get("tls") or {}))
+
+
+class Contexts:
+    """One SSLContext per distinct profile, made on first ask (the engine asks at start)."""
+
+    def __init__(self, persona: PersonaView) -> None:
+        self.persona = persona
+        self._built: dict[str, ssl.SSLContext] = {}
+
+    def for_service(self, service: str) -> ssl.SSLContext:
+        profile = profile_for(self.persona, service)
+        key = json.dumps(profile, sort_keys=True, default=str)
+        ctx = self._built.get(key)
+        if ctx is None:
+            ctx = self._built[key] = build(self.persona, profile)
+        return ctx
+
+    def getter(self, service: str) -> Callable[[], ssl.SSLContext]:
+        ctx = self.for_service(service)
+        return lambda: ctx
+
+    def __len__(self) -> int:
+        return len(self._built)

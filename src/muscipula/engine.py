@@ -113,6 +113,7 @@ class Engine:
         persona = self.persona = resolve(cfg, self.state_dir)
         from muscipula import certs
 
+        tls = certs.Contexts(persona)
         tls_ctx = certs.server_context(persona)
         store = Store(self.state_dir / cfg.store.dir, cfg.store.max_file_bytes,
                       cfg.store.max_total_bytes, cfg.store.max_open_files)
@@ -122,6 +123,8 @@ class Engine:
                                       caps=Caps(cfg.limits.max_connections),
                                       transcripts=writer, tls_context=lambda: tls_ctx)
         runtimes = {ep.service: self._runtime(ep.service, shared, persona) for ep, _ in bound}
+        for rt in runtimes.values():  # one context per distinct profile, made before the drop
+            rt.tls_context = tls.getter(rt.name)
         self._hand_over_state()
         await self._sink_host.start(cfg.run_as.user, cfg.run_as.group)
         drop_privileges(cfg.run_as.user, cfg.run_as.group)

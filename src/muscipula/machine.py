@@ -243,5 +243,11 @@ class BaseMachine:
     def closed(self, now: float) -> list[Action]:
         return []
 
+    def plain_on_tls(self, data: bytes, now: float) -> list[Action]:
+        """Bytes on an implicit-TLS port that are not TLS (plain HTTP sent to 443), this
+        chunk and every later one; the default is what a TLS server does: give up."""
+        return [Emit("protocol.error", {"detail": "not TLS on a TLS port", "data": data[:512]}),
+                Close("not tls")]
+
     def buffered(self) -> int:
         return 0

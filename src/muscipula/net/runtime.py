@@ -94,3 +94,9 @@ class ServiceRuntime:
     limits: Limits
     transcripts: bool
     shared: Shared
+    #: this service's own TLS context (its product's profile); None: the host's
+    tls_context: Callable[[], ssl.SSLContext] | None = None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The context TLS on this service's connections and children is made from."""
+        return (self.tls_context or self.shared.tls_context)()

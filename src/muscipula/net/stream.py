@@ -72,7 +72,7 @@ class StreamDriver(Session, asyncio.Protocol):
         rt.shared.sessions.add(self)
         rt.shared.bus.emit(f"connection.{conn.transport}.accept", conn.id, {"connection": conn})
         if self.implicit_tls:
-            self.tls = TlsLayer(rt.shared.tls_context())
+            self.tls = TlsLayer(rt.ssl_context())
         self.call("start")
 
     def data_received(self, data: bytes) -> None:
@@ -86,6 +86,13 @@ class StreamDriver(Session, asyncio.Protocol):
     def _tls_in(self, data: bytes) -> None:
         tls = self.tls
         assert tls is not None
+        if self.implicit_tls and (tls.plain or (not tls.hello_done and not tls.hello_buf
+                                                and tls.looks_plain(data[0]))):
+            # not TLS at all (plain HTTP sent to 443): the machine answers as its server does
+            tls.plain = True
+            self.record(0, data)
+            self.call("plain_on_tls", data)
+            return
         if not tls.hello_done:
             hello = tls.take_hello(data)
             if hello is not None:
@@ -146,7 +153,7 @@ class StreamDriver(Session, asyncio.Protocol):
 
     def _start_tls(self, data: bytes) -> None:
         if self.tls is None:
-            self.tls = TlsLayer(self.rt.shared.tls_context())
+            self.tls = TlsLayer(self.rt.ssl_context())
             self.conn.transport = "tls"
         if data:
             self._tls_in(data)

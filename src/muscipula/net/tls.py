@@ -94,7 +94,7 @@ def parse_client_hello(record: bytes) -> ClientHello | None:
 class TlsLayer:
     """Server-side TLS over two memory BIOs: raw bytes in, plaintext and raw bytes out."""
 
-    __slots__ = ("_in", "_obj", "_out", "handshaken", "hello_buf", "hello_done")
+    __slots__ = ("_in", "_obj", "_out", "handshaken", "hello_buf", "hello_done", "plain")
 
     MAX_HELLO = 16 * 1024 + 5
 
@@ -105,6 +105,14 @@ class TlsLayer:
         self.handshaken = False
         self.hello_buf = b""
         self.hello_done = False
+        #: the peer spoke something else than TLS first (plain HTTP to 443): no TLS from here
+        self.plain = False
+
+    @staticmethod
+    def looks_plain(first: int) -> bool:
+        """A first byte no ClientHello starts with: a TLS record is 0x16, an SSLv2-style
+        hello has the top bit set (the test nginx makes before its handshake)."""
+        return first != 0x16 and not first & 0x80
 
     def take_hello(self, raw: bytes) -> ClientHello | None:
         """Collect the first record until a ClientHello parses (or can't)."""
@@ -152,6 +160,8 @@ class TlsLayer:
         return self._out.read()
 
     def encrypt(self, plain: bytes) -> bytes:
+        if self.plain:  # the peer never spoke TLS: answers go out as they are
+            return plain
         if plain:
             self._obj.write(plain)
         return self._out.read()

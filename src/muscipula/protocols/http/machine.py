@@ -455,6 +455,52 @@ class HttpMachine(BaseMachine):
             "body_size": req.body_size, "body": body[: lim.body_log],
         }))
 
+    def plain_on_tls(self, data: bytes, now: float) -> list[Action]:
+        """Plain HTTP on the TLS port (BaseMachine.plain_on_tls): nginx reads the request
+        head and answers its 497 page (a 400) and closes; HTTP.sys sends nothing."""
+        if self.state == DONE:
+            return []
+        out: list[Action] = []
+        if not self.buf and not self.count:  # the first chunk: the incident, once
+            out.append(Emit("protocol.error", {"detail": "http plain request on TLS port",
+                                               "data": data[:512]}))
+        to_https = getattr(self.svc.profile, "to_https", None)
+        if to_https is None:
+            out.append(Close("not tls"))
+            self._finish()
+            return out
+        self.count = 1  # marks the first chunk as seen; bounded by the header limits below
+        self.buf += data
+        end = self._head_end()
+        line_end = self.buf.find(b"\n")
+        http09 = end < 0 and line_end >= 0 and self.buf[:line_end].rstrip(b"\r").count(b" ") == 1
+        if end < 0 and not http09:
+            self._partial_limits(out, now)  # refuses what is too long or not a request line
+            return out
+        head = bytes(self.buf[: end if end >= 0 else line_end + 1])
+        line = head[: head.find(b"\n")].rstrip(b"\r")
+        try:
+            method_b, target_b, version_b = split_request_line(line)
+            req = Request(method_b.decode("latin-1"), target_b.decode("latin-1"), "0.9",
+                          raw_head=head)
+            if version_b is not None:
+                req.version = check_version(version_b)
+                msg = MessageParser()
+                msg.feed_head(head, method_b)
+                req.headers = _pairs(msg.headers)
+        except ParseError as exc:
+            self._reject(exc.kind, None, out, now, line[:512])
+            return out
+        if not self.svc.profile.valid_method(req.method) or (
+                version_b is None and req.method != "GET"):
+            self._reject("bad_method", None, out, now, line[:512])
+            return out
+        reply = to_https(req, self._context(now, False))
+        if version_b is None:  # an HTTP/0.9 answer is the page alone
+            reply = Reply(reply.status, reply.data.partition(b"\r\n\r\n")[2], close=True)
+        self._send(reply, req, out, None)
+        return out
+
 
 def _pairs(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]

@@ -171,6 +171,11 @@ class Nginx:
             data += b"0\r\n\r\n"
         return Reply(lure.status, data, close=not keep)
 
+    def to_https(self, req: Request, ctx: Context) -> Reply:
+        """A plain HTTP request on a `listen ... ssl` port: nginx's 497, sent as a 400 with
+        its own page, and the connection closed."""
+        return self.error(400, req, ctx, False, "The plain HTTP request was sent to HTTPS port")
+
 
 def gzip_like_nginx(data: bytes) -> bytes:
     """gzip as nginx's filter makes it: level 1, window and memLevel shrunk to the size."""
