@@ -103,6 +103,9 @@ class ChildListen:
     protocol: str = ""
     #: server-side TLS on the accepted connection (FTP data with PROT P), persona certificate
     tls: bool = False
+    #: seconds a TLS handshake may take once connected (None: limits.child_accept_timeout);
+    #: past it the channel is dropped and, if still open, ChildFailed comes back
+    tls_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,8 @@ class ChildConnect:
     protocol: str = ""
     #: server-side TLS once connected (FTP active data with PROT P)
     tls: bool = False
+    #: as ChildListen.tls_timeout
+    tls_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -223,7 +223,8 @@ def test_active_mode_and_bounce():
     (conn,) = of(out, ChildConnect)
     assert (conn.host, conn.port) == ("127.0.0.9", 51201)
     out = m.child(ChildConnected(conn.tag, ("127.0.0.9", 51201)), NOW)
-    assert sent(out).startswith(b"150 Opening ASCII mode data connection for pub/README (")
+    # TYPE A is the default, but vsftpd (ascii_download_enable=NO) sends bytes as they are
+    assert sent(out).startswith(b"150 Opening BINARY mode data connection for pub/README (")
     assert b"FTP area of web01" in b"".join(a.data for a in of(out, ChildSend))
     # IIS connects at PORT time and answers once connected
     i = make("iis")

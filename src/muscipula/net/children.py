@@ -38,15 +38,16 @@ log = logging.getLogger(__name__)
 class Child:
     """Bookkeeping for one tag: its listener or transport and its connection record."""
 
-    __slots__ = ("conn", "listener", "pending", "session", "tag", "timer", "tls", "transport",
-                 "transport_kind")
+    __slots__ = ("conn", "listener", "pending", "session", "tag", "timer", "tls", "tls_timeout",
+                 "transport", "transport_kind")
 
     def __init__(self, session: Session, tag: str, transport_kind: str,
-                 tls: bool = False) -> None:
+                 tls: bool = False, tls_timeout: float | None = None) -> None:
         self.session = session
         self.tag = tag
         self.transport_kind = transport_kind
         self.tls = tls
+        self.tls_timeout = tls_timeout
         self.listener: asyncio.AbstractServer | None = None
         self.transport: asyncio.BaseTransport | None = None
         self.conn: Connection | None = None
@@ -103,6 +104,7 @@ class _ChildStream(asyncio.Protocol):
         self.tls: TlsLayer | None = None
         self.tls_pending: list[bytes] = []
         self.close_after_flush = False
+        self.tls_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         child, session = self.child, self.child.session
@@ -120,7 +122,11 @@ class _ChildStream(asyncio.Protocol):
         child.transport = transport
         child.stop_listening()
         if child.tls:
-            self.tls = TlsLayer(session.rt.shared.tls_context())
+            self.tls = TlsLayer(session.rt.ssl_context())
+            timeout = child.tls_timeout
+            if timeout is None:
+                timeout = session.rt.limits.child_accept_timeout
+            self.tls_timer = asyncio.get_running_loop().call_later(timeout, self._tls_expired)
         child.conn = _record(session, self.kind, "tcp", local, remote, "")
         session.deliver(ChildConnected(child.tag, remote))
         for data in child.pending:
@@ -141,6 +147,22 @@ class _ChildStream(asyncio.Protocol):
                 self.transport.abort()
                 return
         self.transport.write(data)
+
+    def _tls_expired(self) -> None:
+        """The handshake did not finish in time: drop the channel, and tell the machine
+        if it still counts on it (a download it already handed over needs no answer)."""
+        self.tls_timer = None
+        transport = self.transport
+        if transport is None or self.tls is None or self.tls.handshaken:
+            return
+        child, session = self.child, self.child.session
+        live = child.transport is transport and not session.closing
+        child.transport = None  # connection_lost must not report a plain ChildClosed
+        transport.abort()
+        if session.children and session.children.get(child.tag) is child:
+            del session.children[child.tag]
+        if live:
+            session.child_failed(child.tag, "tls handshake timeout")
 
     def shutdown(self) -> None:
         """Close once TLS is up and what was written is flushed (with close_notify)."""
@@ -167,6 +189,9 @@ class _ChildStream(asyncio.Protocol):
                 return
             if raw and self.transport is not None:
                 self.transport.write(raw)
+            if self.tls.handshaken and self.tls_timer is not None:
+                self.tls_timer.cancel()
+                self.tls_timer = None
             if self.tls.handshaken and self.tls_pending:
                 pending, self.tls_pending = self.tls_pending, []
                 for chunk in pending:
@@ -182,6 +207,9 @@ class _ChildStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         child, session = self.child, self.child.session
+        if self.tls_timer is not None:
+            self.tls_timer.cancel()
+            self.tls_timer = None
         if child.conn is None or self.transport is None or self.freed:
             return  # a refused extra peer, or already accounted
         self.freed = True
@@ -323,7 +351,7 @@ def handle(session: Session, action: Any) -> None:
                 session.child_failed(action.tag, "refused: not the peer's address")
                 return
         child = Child(session, action.tag, getattr(action, "transport", "tcp"),
-                      bool(getattr(action, "tls", False)))
+                      bool(getattr(action, "tls", False)), getattr(action, "tls_timeout", None))
         children[action.tag] = child
         coro = _listen(session, child, action) if isinstance(action, ChildListen) else \
             _connect(session, child, action)

@@ -57,6 +57,10 @@ class FtpConfig(ServiceConfig):
     #: control idle timeout before "421 Timeout"; None: the product's (vsftpd 300 s,
     #: IIS 120 s), kept under the global idle limit
     idle_timeout: Seconds | None = None
+    #: seconds a PROT P data channel may take to finish its TLS handshake once connected;
+    #: then the transfer fails as the product's stalled data channel does (vsftpd: 421 and
+    #: close, IIS: 426) instead of holding the channel until the session limits
+    data_tls_timeout: Seconds = 30.0
     #: failed logins before the connection is closed; None: the product's (vsftpd 3)
     max_login_fails: Annotated[int, Field(ge=0, le=1000)] | None = None
 

@@ -39,6 +39,7 @@ from muscipula.machine import (
     Wake,
 )
 from muscipula.protocols.ftp import listing
+from muscipula.protocols.ftp.ascii import CrlfStream, to_crlf
 from muscipula.protocols.ftp.policy import LoginPolicy, is_anonymous
 from muscipula.protocols.ftp.replies import Dialect
 from muscipula.protocols.ftp.vfs import Node, SeedFiles, Vfs
@@ -47,6 +48,8 @@ IAC, DONT, DO, WONT, WILL = 255, 254, 253, 252, 251
 _HTTP_VERBS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "CONNECT"})
 _ALIASES = {"XPWD": "PWD", "XCWD": "CWD", "XCUP": "CDUP", "XMKD": "MKD", "XRMD": "RMD"}
 _CHUNK = 64 * 1024
+#: verbs that only some products answer (see Dialect.own_verbs)
+_PRODUCT_VERBS = frozenset({"HOST", "LANG", "CLNT", "CCC"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Setup:
     idle_timeout: float = 300.0
     max_login_fails: int = 3
     upload_owner: int = 1000
+    #: a PROT P data channel whose TLS handshake has not finished by then is dropped
+    data_tls_timeout: float = 30.0
 
 
 @dataclass
@@ -95,6 +100,8 @@ class Transfer:
     size: int = 0
     kept: bytearray | None = None
     running: bool = False
+    #: TYPE A upload on a server that converts line ends
+    ascii: CrlfStream | None = None
 
 
 def _show(text: str) -> str:
@@ -221,7 +228,10 @@ class FtpSession(BaseMachine):
             out.append(Emit("protocol.error", {"detail": f"data channel: {event.reason}",
                                                "data": b""}))
             self.data = None
-            if self.waiting == "listen":
+            t = self.transfer
+            if t is not None and t.running:
+                self._data_timeout(out)
+            elif self.waiting == "listen":
                 self._reply(out, "listen_fail")
             elif self.waiting in ("port", "transfer"):
                 self._reply(out, "data_fail")
@@ -353,7 +363,9 @@ class FtpSession(BaseMachine):
     def _handler(self, cmd: str) -> Any:
         if cmd in ("MLSD", "MLST") and not self.d.mlsd:
             return None
-        if cmd in ("AUTH", "PBSZ", "PROT") and not self.s.tls:
+        if cmd in ("AUTH", "PBSZ", "PROT", "CCC") and not self.s.tls:
+            return None
+        if cmd in _PRODUCT_VERBS and cmd not in self.d.own_verbs:
             return None
         if cmd == "P@SW" and self.d.name == "vsftpd":
             cmd = "PASV"
@@ -387,8 +399,12 @@ class FtpSession(BaseMachine):
     def _owner(self) -> int:
         return 0 if self.anonymous else self.s.upload_owner
 
+    def _converts(self) -> bool:
+        """TYPE A and a server that really converts line ends."""
+        return self.ascii and self.d.ascii_convert
+
     def _mode(self) -> str:
-        return "ASCII" if self.ascii else "BINARY"
+        return "ASCII" if self._converts() else "BINARY"
 
     def _url(self, path: str) -> str:
         host = self.peer.local_host
@@ -561,6 +577,29 @@ class FtpSession(BaseMachine):
         else:
             self._reply(out, "prot_bad")
 
+    def cmd_CCC(self, arg: str, now: float, out: list[Action]) -> None:
+        self._reply(out, "ccc_refused" if self.tls else "ccc_plain")
+
+    # ------------------------------------------------- IIS session verbs
+
+    def cmd_HOST(self, arg: str, now: float, out: list[Action]) -> None:
+        """RFC 7151 virtual host: only before USER; the default site takes any name."""
+        if not arg.strip():
+            self._reply(out, "syntax")
+        elif self.user is not None or self.logged_in:
+            self._reply(out, "host_late")
+        else:
+            self._reply(out, "host_ok")
+
+    def cmd_LANG(self, arg: str, now: float, out: list[Action]) -> None:
+        """FEAT says `LANG EN*`: English in any variant, or no argument (the default)."""
+        tag = arg.strip().upper()
+        ok = not tag or tag == "EN" or tag.startswith("EN-")
+        self._reply(out, "lang_ok" if ok else "lang_bad")
+
+    def cmd_CLNT(self, arg: str, now: float, out: list[Action]) -> None:
+        self._reply(out, "clnt")
+
     # --------------------------------------------------------- navigation
 
     def cmd_PWD(self, arg: str, now: float, out: list[Action]) -> None:
@@ -609,9 +648,18 @@ class FtpSession(BaseMachine):
 
     # ----------------------------------------------------- data channels
 
+    def _ipv6(self) -> bool:
+        return ":" in plain_host(self.peer.local_host)
+
+    def _family(self) -> int:
+        return 2 if self._ipv6() else 1
+
     def cmd_PASV(self, arg: str, now: float, out: list[Action]) -> None:
         if self.epsv_all:
             self._reply(out, "epsv_all_only")
+            return
+        if self._ipv6() and not self.d.pasv_on_ipv6:
+            self._reply(out, "pasv_v6")
             return
         self._listen("p", out)
 
@@ -622,10 +670,10 @@ class FtpSession(BaseMachine):
             self._reply(out, "epsv_all")
             return
         if word:
-            ipv6 = ":" in plain_host(self.peer.local_host)
+            ipv6 = self._ipv6()
             if word not in ("1", "2") or (word == "2" and not ipv6) or (
                     word == "1" and ipv6 and self.d.name == "iis"):
-                self._reply(out, "epsv_bad")
+                self._reply(out, "epsv_bad", family=self._family())
                 return
         self._listen("x", out)
 
@@ -635,17 +683,21 @@ class FtpSession(BaseMachine):
         tls = self.tls and self.prot_p
         self.data = DataChannel(tag, passive=True, tls=tls)
         self.waiting = "listen"
-        out.append(ChildListen(tag, "tcp", self.s.passive_ports, "ftpdata", tls=tls))
+        out.append(ChildListen(tag, "tcp", self.s.passive_ports, "ftpdata", tls=tls,
+                               tls_timeout=self.s.data_tls_timeout))
 
     def _announce(self, port: int, out: list[Action]) -> None:
         assert self.data is not None
         if self.data.tag.startswith("x"):
             self._reply(out, "epsv", port=port)
             return
+        # vsftpd on an IPv6 control connection has no IPv4 address to give, not even a
+        # configured pasv_address: it says 0,0,0,0 and clients take the control address
         address = self.s.passive_address
-        if address is None:
-            local = plain_host(self.peer.local_host)
-            address = local if ":" not in local else "0.0.0.0"
+        if self._ipv6():
+            address = "0.0.0.0"
+        elif address is None:
+            address = plain_host(self.peer.local_host)
         self._reply(out, "pasv", address=address.replace(".", ","), p1=port >> 8,
                     p2=port & 255)
 
@@ -677,9 +729,8 @@ class FtpSession(BaseMachine):
             self._reply(out, "eprt_bad")
             return
         proto, host, port_text = fields[1], fields[2], fields[3]
-        ipv6 = ":" in plain_host(self.peer.local_host)
-        if proto not in ("1", "2") or (proto == "2" and not ipv6):
-            self._reply(out, "eprt_proto")
+        if proto not in ("1", "2") or (proto == "2" and not self._ipv6()):
+            self._reply(out, "eprt_proto", family=self._family())
             return
         try:
             addr = ipaddress.ip_address(host.split("%", 1)[0])
@@ -707,7 +758,8 @@ class FtpSession(BaseMachine):
                                 tls=self.tls and self.prot_p)
         if self.d.connect_on_port:
             self.waiting = "port"
-            out.append(ChildConnect(tag, host, port, "ftpdata", tls=self.data.tls))
+            out.append(ChildConnect(tag, host, port, "ftpdata", tls=self.data.tls,
+                                    tls_timeout=self.s.data_tls_timeout))
             return
         self._reply(out, "port_ok" if kind == "p" else "eprt_ok")
 
@@ -722,7 +774,8 @@ class FtpSession(BaseMachine):
             return
         self.waiting = "transfer"
         if not data.passive:
-            out.append(ChildConnect(data.tag, data.host, data.port, "ftpdata", tls=data.tls))
+            out.append(ChildConnect(data.tag, data.host, data.port, "ftpdata", tls=data.tls,
+                                    tls_timeout=self.s.data_tls_timeout))
 
     def _run(self, out: list[Action], fresh: bool) -> None:
         """The data channel is up: mark, then send or start receiving."""
@@ -759,6 +812,8 @@ class FtpSession(BaseMachine):
             if room > 0:
                 data.early += chunk[:room]
             return
+        if t.ascii is not None:
+            chunk = t.ascii.feed(chunk)
         out.append(CaptureData(t.stream, chunk))
         t.size += len(chunk)
         if t.kept is not None:
@@ -786,6 +841,19 @@ class FtpSession(BaseMachine):
         self.waiting = None
         self.data = None
         self._reply(out, "transfer_ok")
+
+    def _data_timeout(self, out: list[Action]) -> None:
+        """The data channel of a running transfer died under us (a TLS handshake that
+        never finished): the product's stalled-data answer."""
+        t = self.transfer
+        assert t is not None
+        if t.inbound and t.size:
+            out.append(CaptureEnd(t.stream, t.url, complete=False))
+        self.transfer = None
+        self.waiting = None
+        self._reply(out, "data_timeout")
+        if self.d.close_on_data_timeout:
+            self._finish(out, "data timeout")
 
     def _abort(self, out: list[Action]) -> None:
         t = self.transfer
@@ -892,7 +960,10 @@ class FtpSession(BaseMachine):
             self._reply(out, "retr_fail")
             return
         mark = self.d.line("retr_mark", mode=self._mode(), name=arg, size=node.size)
-        self._begin(Transfer(False, "transfer_ok", mark, content[offset:], path=path), out)
+        content = content[offset:]
+        if self._converts():
+            content = to_crlf(content)
+        self._begin(Transfer(False, "transfer_ok", mark, content, path=path), out)
 
     def _upload(self, arg: str, now: float, out: list[Action], unique: bool,
                 append: bool) -> None:
@@ -921,7 +992,8 @@ class FtpSession(BaseMachine):
         self.seq += 1
         t = Transfer(True, "transfer_ok", mark, path=path, url=self._url(path),
                      stream=f"ftp-{self.seq}", node=node, append=append,
-                     kept=bytearray() if self.s.max_kept_upload_bytes else None)
+                     kept=bytearray() if self.s.max_kept_upload_bytes else None,
+                     ascii=CrlfStream() if self._converts() else None)
         self._begin(t, out)
 
     def cmd_STOR(self, arg: str, now: float, out: list[Action]) -> None:

@@ -111,6 +111,8 @@ _VSFTPD: dict[str, str] = {
     "stat_end": "211 End of status",
     "mlst_head": "250-Listing {path}",
     "mlst_end": "250 End",
+    # data_connection_timeout: a stalled data channel (TLS handshake included) ends the session
+    "data_timeout": "421 Data timeout. Reconnect. Sorry.",
 }
 
 _IIS: dict[str, str] = {
@@ -154,7 +156,7 @@ _IIS: dict[str, str] = {
     "pasv": "227 Entering Passive Mode ({address},{p1},{p2}).",
     "epsv": "229 Entering Extended Passive Mode (|||{port}|)",
     "epsv_all": "200 EPSV ALL command successful.",
-    "epsv_bad": "522 Network protocol not supported, use (1)",
+    "epsv_bad": "522 Network protocol not supported, use ({family})",
     "epsv_all_only": "501 Server cannot accept argument.",
     "listen_fail": "425 Can't open data connection.",
     "port_ok": "200 PORT command successful.",
@@ -162,7 +164,7 @@ _IIS: dict[str, str] = {
     "port_bounce": "501 Server cannot accept argument.",
     "eprt_ok": "200 EPRT command successful.",
     "eprt_bad": "501 Server cannot accept argument.",
-    "eprt_proto": "522 Network protocol not supported, use (1)",
+    "eprt_proto": "522 Network protocol not supported, use ({family})",
     "eprt_bounce": "501 Server cannot accept argument.",
     "no_data": "425 Use PORT or PASV first.",
     "data_fail": "425 Can't open data connection.",
@@ -213,6 +215,17 @@ _IIS: dict[str, str] = {
     "stat_end": "211 End of status.",
     "mlst_head": "250-Listing {path}",
     "mlst_end": "250 End.",
+    # PASV on an IPv6 control connection: no IPv4 address to give (EPSV works)
+    "pasv_v6": "501 Server cannot accept argument.",
+    "data_timeout": "426 Connection closed; transfer aborted.",
+    "host_ok": "220 Host accepted.",
+    "host_late": "503 Bad sequence of commands.",
+    "lang_ok": "200 LANG command successful.",
+    "lang_bad": "504 Command not implemented for that parameter.",
+    "clnt": "200 CLNT command successful.",
+    "ccc_plain": "503 Bad sequence of commands.",
+    # the control channel policy requires SSL: it may not fall back to clear text
+    "ccc_refused": "534 Policy requires SSL.",
 }
 
 _VSFTPD_HELP = (
@@ -270,6 +283,16 @@ class Dialect:
     close_on_long_line: bool
     #: refuse PORT/EPRT to privileged ports (vsftpd's port_promiscuous=NO)
     refuse_low_ports: bool
+    #: TYPE A transfers convert line ends (IIS); vsftpd's ascii_upload_enable and
+    #: ascii_download_enable default to NO: it says "ASCII" but moves bytes unchanged
+    ascii_convert: bool = False
+    #: PASV on an IPv6 control connection listens and announces 0,0,0,0 (vsftpd) rather
+    #: than being refused with `pasv_v6` (IIS)
+    pasv_on_ipv6: bool = True
+    #: a data channel timeout ends the control connection too (vsftpd's data alarm)
+    close_on_data_timeout: bool = False
+    #: verbs only this product knows (IIS: HOST, LANG, CLNT, CCC)
+    own_verbs: frozenset[str] = frozenset()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def line(self, key: str, **values: Any) -> bytes:
@@ -300,6 +323,7 @@ def vsftpd(version: str = "3.0.3") -> Dialect:
         prelogin=frozenset({"USER", "PASS", "QUIT", "FEAT", "OPTS", "AUTH", "PBSZ", "PROT"}),
         max_login_fails=3, idle_timeout=300.0, telnet=False, connect_on_port=False,
         mlsd=False, close_on_long_line=True, refuse_low_ports=True,
+        ascii_convert=False, pasv_on_ipv6=True, close_on_data_timeout=True,
     )
 
 
@@ -313,9 +337,11 @@ def iis(version: str = "7.5") -> Dialect:
         feat_head="211-Extended features supported:", feat_tail="211 END",
         case_insensitive=True,
         prelogin=frozenset({"USER", "PASS", "QUIT", "FEAT", "OPTS", "AUTH", "PBSZ", "PROT",
-                            "SYST", "HELP", "NOOP", "HOST", "LANG", "CLNT"}),
+                            "SYST", "HELP", "NOOP", "HOST", "LANG", "CLNT", "CCC"}),
         max_login_fails=0, idle_timeout=120.0, telnet=True, connect_on_port=True,
         mlsd=True, close_on_long_line=False, refuse_low_ports=False,
+        ascii_convert=True, pasv_on_ipv6=False, close_on_data_timeout=False,
+        own_verbs=frozenset({"HOST", "LANG", "CLNT", "CCC"}),
     )
 
 
