@@ -120,6 +120,9 @@ class JsonSink(SinkBase):
     rotation: Rotation = Rotation()
     max_open_connections: PositiveInt = 50_000
     max_items_per_connection: PositiveInt = 1000
+    #: JSON text held for connections still open, over all of them; past it, items
+    #: (requests, commands) are left out of their line and counted in `items_left_out`
+    max_pending_bytes: PositiveInt = 64 * 1024 * 1024
 
 
 class HpfeedsSink(SinkBase):

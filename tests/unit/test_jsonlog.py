@@ -46,7 +46,8 @@ def run(tmp_path: Path, batches: list[list[Incident]], **cfg) -> list[dict]:
 
 def test_one_object_per_connection_with_dionaea_names(tmp_path):
     (obj,) = run(tmp_path, [session(7)])
-    assert obj["connection"] == {"protocol": "ftpd", "transport": "tcp", "type": "accept"}
+    assert obj["connection"] == {"protocol": "ftpd", "transport": "tcp", "type": "accept",
+                                 "close_reason": "closed"}
     assert obj["src_ip"] == "203.0.113.5" and obj["src_port"] == 51000
     assert obj["dst_ip"] == "192.0.2.1" and obj["dst_port"] == 21
     assert "src_hostname" in obj

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -69,3 +72,74 @@ def test_a_sink_the_child_cannot_run_counts_its_incidents_failed(tmp_path: Path)
     counters = asyncio.run(main()).counters()
     assert (counters["broken"].written, counters["broken"].failed) == (0, 30)
     assert counters["jsonlog"].written == 30  # the other sink in the same child is unhurt
+
+
+async def _until(cond, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_a_killed_child_is_started_again_and_what_it_missed_counts_failed(tmp_path: Path):
+    def session(bus: Bus, i: int) -> None:
+        c = conn(i)
+        bus.emit("connection.tcp.accept", i, {"connection": c})
+        bus.emit("login", i, {"username": "root", "password": f"pw{i}"})
+        bus.emit("connection.free", i, {"connection": c, "reason": "closed"})
+
+    async def main() -> tuple[Bus, SinkHost]:
+        host = SinkHost(restart_delay=0.3)
+        bus = Bus()
+        bus.add(host.sink("logsql", "logsql", tmp_path / "db.sqlite"), 1000, 50, linger=0.01)
+        await bus.start()
+        await host.ready()
+        sink = host.sinks[0]
+        session(bus, 1)
+        await _until(lambda: sink.acked == 3)
+        assert host.proc is not None
+        first = host.proc.pid
+        os.kill(first, signal.SIGKILL)
+        await _until(lambda: sink.pipe is None)  # the parent saw it die
+        session(bus, 2)  # nobody to write these: failed
+        await _until(lambda: bus.counters()["logsql"].failed == 3)
+        await _until(lambda: sink.pipe is not None)
+        assert host.proc is not None and host.proc.pid != first and host.restarts == 1
+        session(bus, 3)
+        await bus.close()
+        return bus, host
+
+    bus, _ = asyncio.run(main())
+    c = bus.counters()["logsql"]
+    assert (c.emitted, c.written, c.failed, c.dropped) == (9, 6, 3, 0)
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        assert db.execute("SELECT login_password FROM logins ORDER BY login").fetchall() == [
+            ("pw1",), ("pw3",)]
+
+
+def test_restarts_back_off(tmp_path: Path):
+    """A child that dies at once is not started in a tight loop."""
+
+    async def main() -> list[float]:
+        host = SinkHost(restart_delay=0.1, max_restart_delay=0.4)
+        host.sink("logsql", "logsql", tmp_path / "db.sqlite")
+        starts: list[float] = []
+        spawn = host._spawn
+
+        async def counted(restart: bool = False) -> None:
+            starts.append(time.monotonic())
+            await spawn(restart)
+            assert host.proc is not None
+            host.proc.kill()
+
+        host._spawn = counted  # type: ignore[method-assign]
+        host._open = 1
+        await host.start()
+        await asyncio.sleep(1.6)
+        host.closing = True
+        return starts
+
+    starts = asyncio.run(main())
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert 3 <= len(starts) <= 6, starts
+    assert all(g >= 0.09 for g in gaps) and gaps[-1] >= 0.35, gaps

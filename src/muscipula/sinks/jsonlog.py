@@ -1,35 +1,104 @@
 """JSON lines: one object per connection when it ends, with the reference log_json names (compat).
 
 T-Pot/ELK dashboards read these field names; protocols add their detail with
-`detail()`, which folds an incident into the connection's pending object.
+`detail()`, which folds an incident into the connection's pending object, or
+`collect()`, which appends a shape of the incident's fields to a list in it.
+
+Collected items are kept as the JSON text they will have in the line (`Raw`),
+encoded once per fields object and batch (the server shares the fields of
+identical requests): a flood's requests cost one encoding, not one per
+connection line, and a pending connection holds compact text rather than dicts.
+What pending connections hold is bounded by `max_pending_bytes`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from muscipula.config import JsonSink
 from muscipula.incidents import Connection, Incident
 
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from muscipula.config import JsonSink
+
 Folder = Callable[[dict[str, Any], Incident], None]
+Shape = Callable[[Mapping[str, Any]], Any]
 FOLDERS: dict[str, Folder] = {}
+#: incident name -> (path, shape) of `collect()`; the sink's fast path
+COLLECTORS: dict[str, tuple[tuple[str, ...], Shape]] = {}
+#: (incident name, connection protocol) -> folder run after the name's own (`detail(protocol=)`)
+SCOPED: dict[tuple[str, str], Folder] = {}
+_SCOPED_NAMES: set[str] = set()
 
 
-def detail(*names: str) -> Callable[[Folder], Folder]:
+def detail(*names: str, protocol: str | None = None) -> Callable[[Folder], Folder]:
+    """Register a folder for `names`; with `protocol`, only on connections of that protocol,
+    in addition to the name's general folder."""
+
     def register(fn: Folder) -> Folder:
         for name in names:
-            FOLDERS[name] = fn
+            if protocol is None:
+                FOLDERS[name] = fn
+                COLLECTORS.pop(name, None)
+            else:
+                SCOPED[(name, protocol)] = fn
+                _SCOPED_NAMES.add(name)
         return fn
 
     return register
+
+
+class Raw(str):
+    """JSON text already encoded: written into the line as it is."""
+
+    __slots__ = ()
+
+
+def _plain(value: Any) -> Any:
+    """What json cannot encode by itself: bytes as text, anything else as its str()."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, set | frozenset):
+        return list(value)
+    return str(value)
+
+
+def _encoder() -> Callable[[Any], str]:
+    """Compact, ASCII-only JSON of one value; the C encoder made once, not once per call
+    as json.dumps does (that was most of an item's cost). Incident fields are trees,
+    never cyclic: no cycle check."""
+    from json import encoder as e
+
+    if e.c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return json.JSONEncoder(separators=(",", ":"), default=_plain).encode
+    make = e.c_make_encoder(None, _plain, e.encode_basestring_ascii, None, ":", ",", False,
+                            False, True)
+
+    def encode(value: Any) -> str:
+        return "".join(make(value, 0))
+
+    return encode
+
+
+_encode = encode = _encoder()
+
+
+def dumps(value: Any) -> str:
+    """`value` as compact JSON; Raw values, and Raw items of lists, go in as they are."""
+    if type(value) is dict:
+        return "{" + ",".join([f"{_encode(str(k))}:{dumps(v)}" for k, v in value.items()]) + "}"
+    if type(value) is list and value and isinstance(value[0], Raw):
+        return "[" + ",".join([v if isinstance(v, Raw) else _encode(v) for v in value]) + "]"
+    if isinstance(value, Raw):
+        return value
+    return _encode(value)
 
 
 def append(obj: dict[str, Any], path: tuple[str, ...], item: Any, cap: int) -> None:
@@ -154,7 +223,9 @@ class JsonLog:
         self.open_conns: dict[int, dict[str, Any]] = {}
         self.file: RotatingFile | None = None
         self.overflow = 0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsonlog")
+        #: bytes of collected JSON text held for open connections (max_pending_bytes)
+        self.pending_bytes = 0
+        self._pool: ThreadPoolExecutor | None = None
 
     def open_sync(self) -> None:
         rot = self.cfg.rotation
@@ -177,14 +248,61 @@ class JsonLog:
             "src_hostname": "", "src_ip": c.remote_host, "src_port": c.remote_port,
             "timestamp": iso(c.start),
             "_cap": self.cfg.max_items_per_connection,
+            "_lists": {}, "_bytes": 0, "_left_out": 0,
         }
+
+    def _end(self, obj: dict[str, Any], fields: Mapping[str, Any]) -> bytes:
+        """The connection's line, and what it held given back to the budget."""
+        del obj["_cap"], obj["_lists"]
+        self.pending_bytes -= obj.pop("_bytes")
+        left_out = obj.pop("_left_out")
+        if left_out:
+            obj["items_left_out"] = left_out
+        c = fields["connection"]
+        head = obj["connection"]
+        head["transport"] = c.transport
+        reason = fields.get("reason")
+        if reason is not None:
+            head["close_reason"] = _plain(reason) if not isinstance(reason, str) else reason
+        if self.cfg.flat_data:
+            return (_encode(flatten(obj)) + "\n").encode()
+        return (dumps(obj) + "\n").encode()
 
     def fold(self, batch: list[Incident]) -> list[bytes]:
         lines: list[bytes] = []
         conns = self.open_conns
+        collectors = {} if self.cfg.flat_data else COLLECTORS
+        budget = self.cfg.max_pending_bytes
+        memo: dict[int, Raw] = {}  # id(fields) -> its item's text, within this batch
         for inc in batch:
             name = inc.name
-            if name == "connection.free":
+            col = collectors.get(name)
+            if col is not None:  # the fast path: requests, commands
+                obj = conns.get(inc.conn)
+                if obj is None:
+                    continue
+                lists = obj["_lists"]
+                items = lists.get(col[0])
+                if items is None:
+                    items = lists[col[0]] = _list_at(obj, col[0])
+                if len(items) >= obj["_cap"]:
+                    continue
+                fields = inc.fields
+                raw = memo.get(id(fields))
+                if raw is None:
+                    try:
+                        raw = memo[id(fields)] = Raw(_encode(col[1](fields)))
+                    except (TypeError, ValueError, KeyError, AttributeError):
+                        obj["_left_out"] += 1
+                        continue
+                size = len(raw)
+                if self.pending_bytes + size > budget:
+                    obj["_left_out"] += 1
+                    continue
+                self.pending_bytes += size
+                obj["_bytes"] += size
+                items.append(raw)
+            elif name == "connection.free":
                 obj = conns.pop(inc.conn, None)
                 if obj is None:
                     c = inc.fields.get("connection")
@@ -194,21 +312,21 @@ class JsonLog:
                     obj = conns.pop(inc.conn, None)
                     if obj is None:
                         continue
-                del obj["_cap"]
-                c = inc.fields["connection"]
-                obj["connection"]["transport"] = c.transport
-                if self.cfg.flat_data:
-                    obj = flatten(obj)
-                lines.append(json.dumps(obj, default=_text, separators=(",", ":")).encode()
-                             + b"\n")
+                lines.append(self._end(obj, inc.fields))
             elif name.startswith("connection.") and "connection" in inc.fields:
                 if inc.conn not in conns:
                     self._start(inc.fields["connection"])
             else:
-                fn = FOLDERS.get(name)
                 obj = conns.get(inc.conn)
-                if fn is not None and obj is not None:
+                if obj is None:
+                    continue
+                fn = FOLDERS.get(name)
+                if fn is not None:
                     fn(obj, inc)
+                if name in _SCOPED_NAMES:
+                    fn = SCOPED.get((name, obj["connection"]["protocol"]))
+                    if fn is not None:
+                        fn(obj, inc)
         return lines
 
     def write_sync(self, batch: list[Incident]) -> None:
@@ -218,19 +336,40 @@ class JsonLog:
             assert self.file is not None
             self.file.write(b"".join(lines))
 
+    def write_rows(self, rows: list[tuple[str, int, float, Mapping[str, Any]]]) -> None:
+        """For the sink process: (name, conn, time, fields) as they come from the pipe."""
+        self.write_sync([Incident(*row) for row in rows])
+
     async def write(self, batch: list[Incident]) -> None:
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsonlog")
         await asyncio.get_running_loop().run_in_executor(self._pool, self.write_sync, batch)
 
     async def close(self) -> None:
         if self.file is not None:
             self.file.close()
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
-def collect(name: str, path: tuple[str, ...], shape: Callable[[Any], Any] = dict) -> None:
-    """Fold each `name` incident into the list at `path`: its fields, as `shape` makes them."""
+def _list_at(obj: dict[str, Any], path: tuple[str, ...]) -> list[Any]:
+    for key in path[:-1]:
+        obj = obj.setdefault(key, {})
+    items: list[Any] = obj.setdefault(path[-1], [])
+    return items
+
+
+def collect(name: str, path: tuple[str, ...], shape: Shape = dict) -> None:
+    """Fold each `name` incident into the list at `path`: its fields, as `shape` makes them.
+
+    `shape` must depend on the fields only: the sink encodes it once per fields object.
+    """
 
     def fold(obj: dict[str, Any], inc: Incident) -> None:
         append(obj, path, shape(inc.fields), obj["_cap"])
 
     FOLDERS[name] = fold
+    COLLECTORS[name] = (path, shape)

@@ -4,29 +4,43 @@ dionaea committed after every insert and spent most of its time there; here a
 batch of incidents is one transaction on a WAL database, written from a single
 thread so the event loop never waits on the disk.
 
-Protocols add their own tables and row writers with `table()` and `writer()`;
-a writer gets the cursor, the incident and the incident's logsql connection id.
+Protocols add their own tables with `table()`, and rows with either:
+- `rows(name, table, columns)`: a function of the incident's fields returning one row's
+  values (the `connection` column comes first, filled in by the sink). Rows of a batch
+  are inserted with one executemany per table, and an incident whose fields object was
+  already turned into a row in the same batch (the server shares the fields of
+  identical requests) is not converted again. This is the fast path: use it for
+  incidents that come in floods.
+- `writer(name)`: a function given the cursor, the incident and its logsql connection
+  id, for incidents that need several dependent rows (it runs inline, in order).
+
+Connection ids are handed out by the sink (it is the database's only writer), so
+that rows can point to their connection without waiting for an insert's rowid.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from muscipula.incidents import Connection, Incident
 
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
 log = logging.getLogger(__name__)
 RowWriter = Callable[[sqlite3.Cursor, Incident, int], None]
+RowValues = Callable[[Mapping[str, Any]], tuple[Any, ...] | None]
 
 _EXTRA_DDL: list[str] = []
 WRITERS: dict[str, RowWriter] = {}
+#: incident name -> (INSERT statement, values function); see `rows()`
+ROWS: dict[str, tuple[str, RowValues]] = {}
 
 
 def table(ddl: str) -> None:
@@ -39,6 +53,24 @@ def writer(*names: str) -> Callable[[RowWriter], RowWriter]:
     def register(fn: RowWriter) -> RowWriter:
         for name in names:
             WRITERS[name] = fn
+            ROWS.pop(name, None)
+        return fn
+
+    return register
+
+
+def rows(name: str, table: str, columns: tuple[str, ...]) -> Callable[[RowValues], RowValues]:
+    """One row of `table` per `name` incident: (connection, *fn(fields)) in `columns` order.
+
+    `fn` must depend on the fields only (it is not called again for a fields object
+    already seen in the batch) and may return None for no row.
+    """
+    sql = (f"INSERT INTO {table} (connection, {', '.join(columns)}) "
+           f"VALUES ({','.join('?' * (len(columns) + 1))})")
+
+    def register(fn: RowValues) -> RowValues:
+        ROWS[name] = (sql, fn)
+        WRITERS.pop(name, None)
         return fn
 
     return register
@@ -50,25 +82,74 @@ def text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-# ----------------------------------------------------------- core row writers
+def as_json(value: Any) -> str | None:
+    """Lists and mappings as compact JSON text (bytes as text); None stays NULL."""
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), default=text)
 
 
-@writer("login")
-def _login(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
-    cur.execute("INSERT INTO logins (connection, login_username, login_password) VALUES (?,?,?)",
-                (conn, text(inc.fields.get("username")), text(inc.fields.get("password"))))
+# ----------------------------------------------------------- core rows
 
 
-@writer("download.offer")
-def _offer(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
-    cur.execute("INSERT INTO offers (connection, offer_url) VALUES (?,?)",
-                (conn, text(inc.fields.get("url"))))
+@rows("login", "logins", ("login_username", "login_password"))
+def _login(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return text(f.get("username")), text(f.get("password"))
 
 
-@writer("download.complete.hash")
-def _download(cur: sqlite3.Cursor, inc: Incident, conn: int) -> None:
-    cur.execute("INSERT INTO downloads (connection, download_url, download_md5_hash) "
-                "VALUES (?,?,?)", (conn, text(inc.fields.get("url")), inc.fields.get("md5")))
+@rows("download.offer", "offers", ("offer_url",))
+def _offer(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (text(f.get("url")),)
+
+
+@rows("download.complete.hash", "downloads", ("download_url", "download_md5_hash"))
+def _download(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return text(f.get("url")), f.get("md5")
+
+
+@rows("connection.free", "connection_ends", (
+    "connection_end_reason", "connection_end_bytes_in", "connection_end_bytes_out",
+    "connection_end_duration"))
+def _end(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    reason = f.get("reason")
+    return (None if reason is None else text(reason), f.get("bytes_in"), f.get("bytes_out"),
+            f.get("duration"))
+
+
+@rows("connection.tls.hello", "tls_hellos", (
+    "tls_hello_sni", "tls_hello_version", "tls_hello_ciphers", "tls_hello_extensions",
+    "tls_hello_groups", "tls_hello_point_formats", "tls_hello_alpn", "tls_hello_ja3",
+    "tls_hello_ja3_hash"))
+def _tls_hello(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (text(f.get("sni")), f.get("version"), as_json(f.get("ciphers")),
+            as_json(f.get("extensions")), as_json(f.get("groups")),
+            as_json(f.get("point_formats")), as_json(f.get("alpn")), text(f.get("ja3")),
+            text(f.get("ja3_hash")))
+
+
+_CONNECTION_INSERT = (
+    "INSERT INTO connections (connection, connection_type, connection_transport, "
+    "connection_protocol, connection_timestamp, connection_root, connection_parent, "
+    "local_host, local_port, remote_host, remote_hostname, remote_port) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+def _add_missing_columns(db: sqlite3.Connection, script: str) -> None:
+    """A database made by an older release gets the columns added since (schema changes
+    are additive); the tables as the script makes them are read off an empty copy."""
+    fresh = sqlite3.connect(":memory:")
+    try:
+        fresh.executescript(script)
+        tables = [r[0] for r in fresh.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for name in tables:
+            have = {r[1] for r in db.execute(f'PRAGMA table_info("{name}")')}
+            if not have:
+                continue
+            for _, column, kind, *_rest in fresh.execute(f'PRAGMA table_info("{name}")'):
+                if column not in have:
+                    db.execute(f'ALTER TABLE "{name}" ADD COLUMN "{column}" {kind}')
+    finally:
+        fresh.close()
 
 
 class LogSql:
@@ -77,9 +158,11 @@ class LogSql:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db: sqlite3.Connection | None = None
+        #: the server's connection id -> its connections row, while it is open
         self.ids: dict[int, int] = {}
+        self.next_id = 1
         self.bad_rows = 0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logsql")
+        self._pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -89,7 +172,9 @@ class LogSql:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         schema = resources.files("muscipula.sinks").joinpath("schema.sql").read_text("utf-8")
-        db.executescript(schema + "\n".join(_EXTRA_DDL))
+        script = schema + "\n".join(_EXTRA_DDL)
+        _add_missing_columns(db, script)  # first: the script's indexes may name new columns
+        db.executescript(script)
         seed = json.loads(resources.files("muscipula.sinks").joinpath("seed.json").read_text())
         db.execute("BEGIN")
         for name, uuid, ops in seed["dcerpc"]:
@@ -104,76 +189,143 @@ class LogSql:
         db.executemany("INSERT OR IGNORE INTO mysql_command_ops (mysql_command_cmd, "
                        "mysql_command_op_name) VALUES (?,?)", seed["mysql_command_ops"])
         db.execute("COMMIT")
+        (last,) = db.execute("SELECT coalesce(max(connection), 0) FROM connections").fetchone()
+        self.next_id = last + 1
         self.db = db
 
     def open_sync(self) -> None:
-        """For a sink process, which has imported every service already."""
+        """For a sink process, which has loaded every protocol's records already."""
         self._open_sync()
 
     def close_sync(self) -> None:
         self._close_sync()
 
     async def open(self) -> None:
-        from muscipula import services
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
 
-        for name in services.names():  # protocols register their tables on import
-            services.get(name)
+        from muscipula.sinks.records import load_all
+
+        load_all()  # protocols register their tables and rows there
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logsql")
         await asyncio.get_running_loop().run_in_executor(self._pool, self._open_sync)
 
     # ---------------------------------------------------------------- writing
 
-    def _connection(self, cur: sqlite3.Cursor, c: Connection, kind: str | None = None) -> int:
-        parent = self.ids.get(c.parent) if c.parent else None
-        root = self.ids.get(c.root) if c.root != c.id else None
-        cur.execute(
-            "INSERT INTO connections (connection_type, connection_transport, "
-            "connection_protocol, connection_timestamp, connection_root, connection_parent, "
-            "local_host, local_port, remote_host, remote_hostname, remote_port) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (kind or c.type, c.transport, c.protocol, c.start, root, parent, c.local_host,
-             c.local_port, c.remote_host, "", c.remote_port))
-        rowid = cur.lastrowid
-        assert rowid is not None
-        self.ids[c.id] = rowid
+    def _connection(self, c: Connection, out: list[tuple[Any, ...]]) -> int:
+        ids = self.ids
+        rowid = self.next_id
+        self.next_id = rowid + 1
+        parent = ids.get(c.parent) if c.parent else None
+        root = ids.get(c.root, rowid) if c.root != c.id else rowid
+        out.append((rowid, c.type, c.transport, c.protocol, c.start, root, parent,
+                    c.local_host, c.local_port, c.remote_host, "", c.remote_port))
+        ids[c.id] = rowid
         return rowid
 
     def write_sync(self, batch: list[Incident]) -> None:
+        self.write_rows([(i.name, i.conn, i.time, i.fields) for i in batch])
+
+    def write_rows(self, batch: list[tuple[str, int, float, Mapping[str, Any]]]) -> None:
+        """One transaction for a batch of (name, conn, time, fields)."""
         assert self.db is not None
         cur = self.db.cursor()
         ids = self.ids
+        conns: list[tuple[Any, ...]] = []
+        pending: dict[str, list[tuple[Any, ...]]] = {}  # INSERT -> rows
+        seen: dict[int, tuple[Any, ...] | None] = {}  # id(fields) -> values, in this batch
+        row_fns, writers = ROWS, WRITERS
         cur.execute("BEGIN")
         try:
-            for inc in batch:
-                name = inc.name
-                if name.startswith("connection."):
+            for name, cid, when, fields in batch:
+                spec = row_fns.get(name)
+                if spec is None:
+                    if name.startswith("connection."):
+                        if name == "connection.refused":
+                            rowid = self.next_id
+                            self.next_id += 1
+                            conns.append((rowid, "reject", "tcp", "", when, rowid, None, None,
+                                          None, fields.get("remote_host"), None,
+                                          fields.get("remote_port")))
+                            continue
+                        if cid not in ids and name != "connection.free":
+                            c = fields.get("connection")
+                            if isinstance(c, Connection):
+                                self._connection(c, conns)
+                    fn = writers.get(name)
+                    if fn is not None:
+                        conn = ids.get(cid)
+                        if conn is not None or not cid:
+                            if conns:  # an inline writer may read its connection's row
+                                cur.executemany(_CONNECTION_INSERT, conns)
+                                conns = []
+                            self._inline(cur, fn, Incident(name, cid, when, fields), conn or 0)
                     if name == "connection.free":
-                        ids.pop(inc.conn, None)
-                    elif name == "connection.refused":
-                        c = inc.fields
-                        cur.execute(
-                            "INSERT INTO connections (connection_type, connection_transport,"
-                            " connection_protocol, connection_timestamp, remote_host, "
-                            "remote_port) VALUES ('reject','tcp','',?,?,?)",
-                            (inc.time, c.get("remote_host"), c.get("remote_port")))
-                    elif "connection" in inc.fields and inc.conn not in ids:
-                        self._connection(cur, inc.fields["connection"])
+                        ids.pop(cid, None)
                     continue
-                fn = WRITERS.get(name)
-                if fn is not None:
-                    conn = ids.get(inc.conn)
-                    if conn is None and inc.conn:
+                conn = ids.get(cid)
+                if conn is None:
+                    if cid:
                         continue  # its connection row was never seen (sink started late)
+                    conn = 0
+                key = id(fields)
+                if key in seen:
+                    values = seen[key]
+                else:
                     try:
-                        fn(cur, inc, conn or 0)
-                    except (sqlite3.Error, TypeError, ValueError, KeyError) as exc:
+                        values = seen[key] = spec[1](fields)
+                    except (TypeError, ValueError, KeyError, AttributeError) as exc:
                         self.bad_rows += 1
                         log.warning("logsql: %s not written: %s", name, exc)
+                        continue
+                if values is not None:
+                    out = pending.get(spec[0])
+                    if out is None:
+                        out = pending[spec[0]] = []
+                    out.append((conn, *values))
+                if name == "connection.free":
+                    ids.pop(cid, None)
+            if conns:
+                cur.executemany(_CONNECTION_INSERT, conns)
+            for sql, values in pending.items():
+                self._many(cur, sql, values)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
 
+    def _inline(self, cur: sqlite3.Cursor, fn: RowWriter, inc: Incident, conn: int) -> None:
+        try:
+            fn(cur, inc, conn)
+        except (sqlite3.Error, TypeError, ValueError, KeyError, AttributeError) as exc:
+            self.bad_rows += 1
+            log.warning("logsql: %s not written: %s", inc.name, exc)
+
+    def _many(self, cur: sqlite3.Cursor, sql: str, values: list[tuple[Any, ...]]) -> None:
+        """All rows of one INSERT; if one row cannot be bound, the others still go in."""
+        cur.execute("SAVEPOINT many")
+        try:
+            cur.executemany(sql, values)
+            cur.execute("RELEASE many")
+            return
+        except (sqlite3.Error, OverflowError, ValueError) as exc:
+            cur.execute("ROLLBACK TO many")
+            cur.execute("RELEASE many")
+            first = exc
+        bad = 0
+        for row in values:
+            try:
+                cur.execute(sql, row)
+            except (sqlite3.Error, OverflowError, ValueError):
+                bad += 1
+        if bad:
+            self.bad_rows += bad
+            log.warning("logsql: %d rows not written by %s: %s", bad, sql.split("(", 1)[0],
+                        first)
+
     async def write(self, batch: list[Incident]) -> None:
+        import asyncio
+
         await asyncio.get_running_loop().run_in_executor(self._pool, self.write_sync, batch)
 
     def _close_sync(self) -> None:
@@ -182,8 +334,11 @@ class LogSql:
             self.db = None
 
     async def close(self) -> None:
+        import asyncio
+
         await asyncio.get_running_loop().run_in_executor(self._pool, self._close_sync)
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 # ------------------------------------------------------- helpers for writers

@@ -8,10 +8,11 @@ process, each in its own thread fed by its own pipe: the loop pays about a
 microsecond per incident to pickle it, and a slow or failing sink fills only its
 own pipe (then its own bounded bus queue), never another sink's.
 
-The child imports every service (their row writers, tables and JSON folders
-register on import), ignores SIGINT/SIGTERM and runs until its pipes close: the
-parent closes them at shutdown and waits for each sink's final count, so
-`written` means written by the sink, not merely handed over.
+The child (sinks/child.py) loads only the sinks and the protocols' records
+modules, ignores SIGINT/SIGTERM and runs until its pipes close: the parent
+closes them at shutdown and waits for each sink's final count, so `written`
+means written by the sink, not merely handed over. A child that dies is started
+again (SinkHost).
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ import json
 import logging
 import os
 import pickle
-import signal
 import struct
 import sys
-import threading
 from collections import deque
 from typing import Any
 
@@ -70,14 +69,28 @@ class _Pipe(asyncio.Protocol):
 
 
 class SinkHost:
-    """One child process for every sink made with `sink()`; started by the first open."""
+    """One child process for every sink made with `sink()`; started by the first open.
 
-    def __init__(self) -> None:
+    If the child dies it is started again (after `restart_delay`, doubling up to
+    `max_restart_delay` while it keeps dying young): meanwhile the sinks' writes fail
+    and the bus counts them failed, and what the dead child had not reported written
+    is counted failed at close.
+    """
+
+    def __init__(self, restart_delay: float = 0.5, max_restart_delay: float = 30.0) -> None:
         self.sinks: list[ProcessSink] = []
         self.proc: asyncio.subprocess.Process | None = None
         self.results: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.restart_delay = restart_delay
+        self.max_restart_delay = max_restart_delay
+        self.restarts = 0
+        self.closing = False
+        self._delay = restart_delay
+        self._started_at = 0.0
+        self._who: tuple[str | None, str | None] = (None, None)
         self._start_lock: asyncio.Lock | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._restart: asyncio.TimerHandle | None = None
         self._ready = asyncio.Event()
         self._open = 0
 
@@ -85,8 +98,11 @@ class SinkHost:
         return ProcessTranscripts(self, root)
 
     def sink(self, name: str, kind: str, *args: Any) -> ProcessSink:
-        """A bus sink that runs `kind` ("logsql", "jsonlog") with `args` in the child."""
-        s = ProcessSink(self, name, kind, args)
+        """A bus sink that runs `kind` ("logsql", "jsonlog") with `args` in the child.
+
+        Config models among `args` go over as plain data: the child does not import
+        pydantic (child.plain makes them attribute objects again)."""
+        s = ProcessSink(self, name, kind, tuple(_portable(a) for a in args))
         self.sinks.append(s)
         return s
 
@@ -99,56 +115,112 @@ class SinkHost:
         async with self._start_lock:
             if self.proc is not None:
                 return
-            loop = asyncio.get_running_loop()
-            ends = [os.pipe() for _ in self.sinks]
-            spec = [(s.name, s.kind, s.args, r) for s, (r, _) in zip(self.sinks, ends,
-                                                                     strict=True)]
-            try:
-                self.proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "muscipula.sinks.process",
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                    pass_fds=[r for r, _ in ends],
-                    start_new_session=True)  # a terminal's ^C is for the parent only
-            finally:
-                for r, _ in ends:
+            self._who = (user, group)
+            await self._spawn()
+
+    async def _spawn(self, restart: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        ends = [os.pipe() for _ in self.sinks]
+        spec = [(s.name, s.kind, s.args, r) for s, (r, _) in zip(self.sinks, ends, strict=True)]
+        env = dict(os.environ)
+        env.setdefault("MALLOC_ARENA_MAX", "2")  # one arena per sink thread only fragments
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "muscipula.sinks.child",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                pass_fds=[r for r, _ in ends], env=env,
+                start_new_session=True)  # a terminal's ^C is for the parent only
+        except BaseException:
+            for _, w in ends:
+                os.close(w)
+            raise
+        finally:
+            for r, _ in ends:
+                with contextlib.suppress(OSError):
                     os.close(r)
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(pickle.dumps((user, group, spec)))
-            self.proc.stdin.close()
-            for s, (_, w) in zip(self.sinks, ends, strict=True):
-                with contextlib.suppress(OSError, AttributeError):  # fewer, larger writes
-                    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
-                self.results[s.name] = loop.create_future()
-                s.transport, s.pipe = await loop.connect_write_pipe(
-                    _Pipe, os.fdopen(w, "wb", buffering=0))
-            self._reader = loop.create_task(self._read_results())
+        self.proc = proc
+        self._started_at = loop.time()
+        assert proc.stdin is not None
+        user, group = self._who
+        if restart and os.geteuid() != 0:  # the parent dropped root already: nothing to drop
+            user = group = None
+        proc.stdin.write(pickle.dumps((user, group, spec)))
+        proc.stdin.close()
+        self.results = {}
+        for s, (_, w) in zip(self.sinks, ends, strict=True):
+            with contextlib.suppress(OSError, AttributeError):  # fewer, larger writes
+                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
+            self.results[s.name] = loop.create_future()
+            transport, pipe = await loop.connect_write_pipe(
+                _Pipe, os.fdopen(w, "wb", buffering=0))
+            s.attach(transport, pipe)
+        self._reader = loop.create_task(self._read_results(proc, self.results))
 
     async def ready(self, timeout: float = 30.0) -> None:
         """Until the child has imported what the sinks need (or has exited)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout)
 
-    async def _read_results(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
+    async def _read_results(self, proc: asyncio.subprocess.Process,
+                            results: dict[str, asyncio.Future[dict[str, Any]]]) -> None:
+        assert proc.stdout is not None
+        by_name = {s.name: s for s in self.sinks}
+        async for line in proc.stdout:
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
                 result = json.loads(line)
                 if result.get("ready"):
                     self._ready.set()
                     continue
-                fut = self.results.get(result["name"])
+                name = result["name"]
+                if not result.get("final", True):
+                    by_name[name].acked = int(result["written"])
+                    continue
+                fut = results.get(name)
                 if fut is not None and not fut.done():
                     fut.set_result(result)
         self._ready.set()
-        for fut in self.results.values():  # the child is gone: nothing more will come
-            if not fut.done():
-                fut.set_result({})
+        await proc.wait()
+        died = [fut for fut in results.values() if not fut.done()]
+        for fut in died:  # the child is gone: nothing more will come
+            fut.set_result({})
+        if died and not self.closing:
+            self._child_died(proc)
+
+    def _child_died(self, proc: asyncio.subprocess.Process) -> None:
+        loop = asyncio.get_running_loop()
+        log.error("the sink process exited (%s); restarting it in %.1f s", proc.returncode,
+                  self._delay)
+        for s in self.sinks:
+            s.detach()
+        if loop.time() - self._started_at > 60:  # it had lived: start again quickly
+            self._delay = self.restart_delay
+        delay, self._delay = self._delay, min(self._delay * 2, self.max_restart_delay)
+        self._restart = loop.call_later(delay, lambda: loop.create_task(self._respawn()))
+
+    async def _respawn(self) -> None:
+        self._restart = None
+        if self.closing:
+            return
+        try:
+            await self._spawn(restart=True)
+            self.restarts += 1
+        except Exception:
+            log.exception("the sink process could not be started again")
+            if self.proc is not None and self.proc.returncode is None:
+                return
+            loop = asyncio.get_running_loop()
+            delay, self._delay = self._delay, min(self._delay * 2, self.max_restart_delay)
+            self._restart = loop.call_later(delay, lambda: loop.create_task(self._respawn()))
 
     async def finished(self, sink: ProcessSink, timeout: float) -> dict[str, Any]:
         """Wait for `sink`'s final count (its pipe is closed); the last one reaps the child."""
+        self.closing = True
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart = None
         fut = self.results.get(sink.name)
         result: dict[str, Any] = {}
-        if fut is not None:
+        if fut is not None and sink.pipe is not None:
             try:
                 result = await asyncio.wait_for(asyncio.shield(fut), timeout)
             except TimeoutError:
@@ -178,9 +250,25 @@ class ProcessSink:
         self.transport: asyncio.WriteTransport | None = None
         self.pipe: _Pipe | None = None
         self.sent = 0
-        #: incidents counted written by the bus that the child did not write (set at close)
+        #: sent to the current child, and what it has reported written so far
+        self.gen_sent = 0
+        self.acked = 0
+        #: incidents counted written by the bus that no child wrote (final at close)
         self.unwritten = 0
         self.close_timeout = 60.0
+
+    def attach(self, transport: asyncio.WriteTransport, pipe: _Pipe) -> None:
+        """The pipe to a new child."""
+        self.transport, self.pipe = transport, pipe
+        self.gen_sent = self.acked = 0
+
+    def detach(self) -> None:
+        """The child died: what it had not reported written is lost."""
+        self.unwritten += max(self.gen_sent - self.acked, 0)
+        self.gen_sent = self.acked = 0
+        transport, self.transport, self.pipe = self.transport, None, None
+        if transport is not None and not transport.is_closing():
+            transport.abort()
 
     async def open(self) -> None:
         self.host._open += 1
@@ -194,10 +282,14 @@ class ProcessSink:
             ok = self._frame(_picklable(rows))
         if not ok:
             raise RuntimeError(f"sink process for {self.name} is gone")
-        self.sent += len(batch)
+        self._sent(len(batch))
         pipe = self.pipe
         if pipe is not None and pipe.paused:
             await pipe.drain()
+
+    def _sent(self, n: int) -> None:
+        self.sent += n
+        self.gen_sent += n
 
     def _frame(self, obj: Any) -> bool:
         """Pickle `obj` into the pipe; False if the child is gone."""
@@ -212,7 +304,9 @@ class ProcessSink:
         if self.transport is not None:
             self.transport.close()
         result = await self.host.finished(self, self.close_timeout)
-        self.unwritten = max(self.sent - int(result.get("written", 0)), 0)
+        written = int(result["written"]) if "written" in result else self.acked
+        self.unwritten += max(self.gen_sent - written, 0)
+        self.gen_sent = self.acked = 0
         if self.unwritten:
             log.error("sink %s: %d items were not written", self.name, self.unwritten)
 
@@ -272,7 +366,7 @@ class ProcessTranscripts(ProcessSink):
             if not self._frame(items):
                 self._dropped += len(items)
                 continue
-            self.sent += len(items)
+            self._sent(len(items))
         if pending and self._timer is None and not pipe.paused:
             self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
 
@@ -304,131 +398,9 @@ def _picklable(rows: list[tuple[str, int, float, Any]]) -> list[tuple[str, int, 
     return out
 
 
-def _ignore_signals() -> None:
-    """The child stops when its pipes close, after the parent flushed: not on ^C."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-# --------------------------------------------------------------------- the child
-
-
-def _make(kind: str, args: tuple[Any, ...]) -> Any:
-    if kind == "logsql":
-        from muscipula.sinks.logsql import LogSql
-
-        return LogSql(*args)
-    if kind == "jsonlog":
-        from muscipula.sinks.jsonlog import JsonLog
-
-        return JsonLog(*args)
-    if kind == "transcripts":
-        return _Transcripts(*args)
-    raise ValueError(f"unknown sink kind {kind!r}")
-
-
-class _Transcripts:
-    """The child's side of ProcessTranscripts."""
-
-    def __init__(self, root: Any) -> None:
-        from muscipula.transcripts import DayFiles
-
-        self.files = DayFiles(root)
-
-    def open_sync(self) -> None:
-        pass
-
-    def write_sync(self, items: list[Any]) -> None:
-        self.files.write(items)
-
-    def close_sync(self) -> None:
-        self.files.close()
-
-
-def _read_exact(f: Any, n: int) -> bytes | None:
-    data = f.read(n)
-    if len(data) < n:
-        return None
-    return data
-
-
-def _serve(name: str, kind: str, args: tuple[Any, ...], fd: int, out_lock: threading.Lock
-           ) -> None:
-    written = failed = 0
-    sink: Any = None
-    with os.fdopen(fd, "rb") as f:
-        try:
-            sink = _make(kind, args)
-            sink.open_sync()
-        except Exception:
-            log.exception("sink %s cannot open", name)
-            sink = None
-        while True:
-            head = _read_exact(f, _LEN.size)
-            if head is None:
-                break
-            body = _read_exact(f, _LEN.unpack(head)[0])
-            if body is None:
-                break
-            try:
-                batch = pickle.loads(body)
-                if kind != "transcripts":
-                    batch = [Incident(*row) for row in batch]
-            except Exception:
-                log.exception("sink %s: a batch could not be read", name)
-                continue
-            if sink is None:
-                failed += len(batch)
-                continue
-            try:
-                sink.write_sync(batch)
-                written += len(batch)
-            except Exception:
-                failed += len(batch)
-                log.exception("sink %s failed on a batch of %d incidents", name, len(batch))
-    if sink is not None:
-        try:
-            sink.close_sync()
-        except Exception:
-            log.exception("sink %s failed to close", name)
-        if isinstance(sink, _Transcripts):  # it counts per transcript, failures included
-            written, failed = sink.files.written, failed + sink.files.dropped
-    line = json.dumps({"name": name, "written": written, "failed": failed}) + "\n"
-    with out_lock:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-
-
-def main() -> int:
-    _ignore_signals()
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    user, group, spec = pickle.loads(sys.stdin.buffer.read())
-    from muscipula import services
-    from muscipula.net.listeners import drop_privileges
-
-    for name in services.names():  # protocols register their tables, writers and folders
-        try:
-            services.get(name)
-        except Exception:
-            log.exception("service %s could not be loaded for its sink records", name)
-    try:
-        drop_privileges(user, group)
-    except Exception as exc:
-        log.error("sinks: %s", exc)
-        return 1
-    lock = threading.Lock()
-    with lock:  # the sinks open in their threads; the parent may wait for this line
-        sys.stdout.write(json.dumps({"name": "", "ready": True}) + "\n")
-        sys.stdout.flush()
-    threads = [threading.Thread(target=_serve, args=(name, kind, args, fd, lock),
-                                name=f"sink-{name}") for name, kind, args, fd in spec]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _portable(value: Any) -> Any:
+    """A pydantic config model as a plain dict the child rebuilds (child.plain)."""
+    fields = getattr(type(value), "model_fields", None)
+    if fields is None:
+        return value
+    return {"__config__": True, **{k: _portable(getattr(value, k)) for k in fields}}

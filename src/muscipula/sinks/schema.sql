@@ -145,3 +145,20 @@ CREATE TABLE IF NOT EXISTS mqtt_publish_commands (
 CREATE TABLE IF NOT EXISTS mqtt_subscribe_commands (
     mqtt_subscribe_command INTEGER PRIMARY KEY, connection INTEGER,
     mqtt_subscribe_command_messageid TEXT, mqtt_subscribe_command_topic TEXT);
+
+-- Not in the reference: how each connection ended (connection.free), one row per connection.
+CREATE TABLE IF NOT EXISTS connection_ends (
+    connection_end INTEGER PRIMARY KEY, connection INTEGER,
+    connection_end_reason TEXT, connection_end_bytes_in INTEGER,
+    connection_end_bytes_out INTEGER, connection_end_duration REAL);
+CREATE INDEX IF NOT EXISTS connection_ends_connection_idx ON connection_ends (connection);
+CREATE INDEX IF NOT EXISTS connection_ends_reason_idx ON connection_ends (connection_end_reason);
+
+-- Not in the reference: TLS ClientHellos (connection.tls.hello); lists as JSON arrays.
+CREATE TABLE IF NOT EXISTS tls_hellos (
+    tls_hello INTEGER PRIMARY KEY, connection INTEGER,
+    tls_hello_sni TEXT, tls_hello_version INTEGER, tls_hello_ciphers TEXT,
+    tls_hello_extensions TEXT, tls_hello_groups TEXT, tls_hello_point_formats TEXT,
+    tls_hello_alpn TEXT, tls_hello_ja3 TEXT, tls_hello_ja3_hash TEXT);
+CREATE INDEX IF NOT EXISTS tls_hellos_connection_idx ON tls_hellos (connection);
+CREATE INDEX IF NOT EXISTS tls_hellos_ja3_hash_idx ON tls_hellos (tls_hello_ja3_hash);

@@ -1,4 +1,8 @@
-"""How MySQL incidents are recorded: their names, logsql rows and JSON detail."""
+"""How MySQL incidents are recorded: their names, logsql rows and JSON detail.
+
+Loaded by the sink process without the rest of the package (sinks/records.py):
+only the standard library, incidents and sinks here.
+"""
 
 from __future__ import annotations
 
@@ -27,3 +31,16 @@ def _json_command(f: Mapping[str, Any]) -> dict[str, Any]:
 
 jsonlog.collect("mysql.command", ("mysql", "commands"), _json_command)
 jsonlog.collect("mysql.udf", ("mysql", "udfs"))
+
+
+@jsonlog.detail("login", protocol="mysqld")
+def _login(obj: dict[str, Any], inc: Incident) -> None:
+    """The handshake behind a login (plugin, hash for cracking, client attributes), beside
+    the connection's `credentials`."""
+    f = inc.fields
+    item: dict[str, Any] = {"username": f.get("username"), "success": f.get("success"),
+                            "method": f.get("method")}
+    extra = f.get("extra")
+    if isinstance(extra, Mapping):
+        item.update(extra)
+    jsonlog.append(obj, ("mysql", "logins"), item, obj["_cap"])
