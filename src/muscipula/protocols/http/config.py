@@ -69,3 +69,9 @@ class HttpConfig(ServiceConfig):
     max_header_log: PositiveInt = 8192
     #: multipart file parts stored per request
     max_files: PositiveInt = 16
+
+    # repeated identical bodiless requests reuse the answer built for the first one
+    # within the same second (answers.py); 0 turns this off
+    answer_cache_entries: NonNegInt = 128
+    answer_cache_max_head: PositiveInt = 4096
+    answer_cache_max_reply: PositiveInt = 32 * 1024

@@ -8,7 +8,7 @@ need no queue. Answers come from the persona's server profile.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from muscipula.machine import (
@@ -23,6 +23,7 @@ from muscipula.machine import (
     Wake,
 )
 from muscipula.protocols.http import exploits, forms
+from muscipula.protocols.http.answers import Answer, AnswerCache
 from muscipula.protocols.http.config import HttpConfig
 from muscipula.protocols.http.content import LureBody, Site, find_lure, normalise
 from muscipula.protocols.http.parser import (
@@ -64,6 +65,16 @@ class HttpService:
     site: Site
     lures: list[LureBody]
     limits: Limits
+    #: one answer cache per (scheme, local port): answers name both in redirects
+    caches: dict[tuple[str, int], AnswerCache] = field(default_factory=dict)
+
+    def cache(self, scheme: str, port: int) -> AnswerCache:
+        cache = self.caches.get((scheme, port))
+        if cache is None:
+            cfg = self.config
+            cache = self.caches[(scheme, port)] = AnswerCache(
+                cfg.answer_cache_entries, cfg.answer_cache_max_head, cfg.answer_cache_max_reply)
+        return cache
 
     @classmethod
     def make(cls, cfg: HttpConfig, profile: Profile, site: Site,
@@ -87,13 +98,14 @@ class HttpService:
 
 class HttpMachine(BaseMachine):
     protocol = "httpd"
-    __slots__ = ("buf", "count", "deadline", "head_started", "left", "msg", "peer", "req",
-                 "scan_from", "scheme", "state", "svc", "wake_at")
+    __slots__ = ("answers", "buf", "count", "deadline", "head_started", "left", "msg", "peer",
+                 "req", "scan_from", "scheme", "state", "svc", "wake_at")
 
     def __init__(self, svc: HttpService, peer: Peer) -> None:
         self.svc = svc
         self.peer = peer
         self.scheme = "https" if peer.transport == "tls" else "http"
+        self.answers = svc.cache(self.scheme, peer.local_port)
         self.buf = bytearray()
         self.state = IDLE
         self.scan_from = 0
@@ -113,6 +125,12 @@ class HttpMachine(BaseMachine):
         return [Wake(self.deadline)]
 
     def receive(self, data: bytes, now: float) -> list[Action]:
+        if self.state == IDLE and not self.buf:
+            # the common case, one whole request per read, seen before this second
+            answer = self.answers.get(data, int(now))
+            if answer is not None and (not answer.budgeted
+                                       or self.count + 1 < self.svc.limits.requests):
+                return self._reuse(answer, now)
         if self.state == DONE:
             return []
         out: list[Action] = []
@@ -194,6 +212,11 @@ class HttpMachine(BaseMachine):
             head = bytes(buf[:end])
             del buf[:end]
             self.scan_from = 0
+            answer = self.answers.get(head, int(now))
+            if answer is not None and (not answer.budgeted
+                                       or self.count + 1 < self.svc.limits.requests):
+                out += self._reuse(answer, now)
+                continue
             self._head(head, out, now)
 
     def _head_end(self) -> int:
@@ -285,7 +308,9 @@ class HttpMachine(BaseMachine):
             if method in profile.length_required and req.version == "1.1":
                 self._reject("length_required", req, out, now, "no body length")
                 return
+            first = len(out)
             self._answer(req, out, now)
+            self._keep_answer(head, req, out[first:], now)
             return
         if req.length is not None and req.length > lim.body_size:
             self._reject("body_too_large", req, out, now, f"Content-Length {req.length}")
@@ -341,6 +366,35 @@ class HttpMachine(BaseMachine):
         return True
 
     # ------------------------------------------------------------ answers
+
+    def _keep_answer(self, head: bytes, req: Request, actions: list[Action],
+                     now: float) -> None:
+        """Keep a bodiless request's answer for its repeats if it is only a reply, its
+        record and maybe a close: anything else (exploits, logins) is never reused."""
+        n = len(actions)
+        if n < 2 or n > 3 or type(actions[0]) is not Send or type(actions[1]) is not Emit:
+            return
+        if actions[1].name != "http.request" or (n == 3 and type(actions[2]) is not Close):
+            return
+        close = n == 3
+        # a keep-alive request closed only because its budget ran out is not reusable
+        if close and req.keep_alive:
+            return
+        budgeted = not close
+        self.answers.put(head, Answer(int(now), actions, close, budgeted),
+                         len(actions[0].data))
+
+    def _reuse(self, answer: Answer, now: float) -> list[Action]:
+        self.count += 1
+        if answer.close:
+            self._finish()
+            return answer.actions
+        self.state = IDLE
+        self.deadline = now + self.svc.limits.keepalive_timeout
+        if self.wake_at is None or self.deadline < self.wake_at:
+            self.wake_at = self.deadline
+            return [*answer.actions, Wake(self.deadline)]
+        return answer.actions
 
     def _context(self, now: float, keep: bool) -> Context:
         return Context(now, keep, self.scheme, self.peer.local_port)
