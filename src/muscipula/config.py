@@ -44,6 +44,9 @@ class Limits(Strict):
     max_children: PositiveInt = 8
     child_accept_timeout: Seconds = 30.0
     max_udp_peers: PositiveInt = 4096
+    #: transcript bytes all open connections together may hold before they are written
+    #: (each also stops at its own max_transcript_bytes); past it, chunks are left out
+    max_transcript_memory: NonNegInt = 128 * 1024 * 1024
 
 
 class LimitsOverride(Strict):
@@ -107,6 +110,9 @@ class Rotation(Strict):
 class SinkBase(Strict):
     enabled: bool = True
     queue_size: PositiveInt = 100_000
+    #: at half a full queue, connections are not read until it is down to two fifths:
+    #: a flood is slowed to what this sink records rather than recorded in part
+    backpressure: bool = True
 
 
 class LogSqlSink(SinkBase):
@@ -127,6 +133,8 @@ class JsonSink(SinkBase):
 
 class HpfeedsSink(SinkBase):
     enabled: bool = False
+    #: a broker far away must not stall the sensor: its queue drops when full
+    backpressure: bool = False
     host: str = "127.0.0.1"
     port: Port = 10000
     ident: str = ""

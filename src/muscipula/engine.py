@@ -97,14 +97,17 @@ class Engine:
         cfg = self.config.sinks
         if cfg.logsql.enabled:
             self.bus.add(host.sink("logsql", "logsql", self.state_dir / cfg.logsql.file),
-                         cfg.logsql.queue_size, cfg.logsql.batch_size)
+                         cfg.logsql.queue_size, cfg.logsql.batch_size,
+                         backpressure=cfg.logsql.backpressure)
         if cfg.jsonlog.enabled:
             self.bus.add(host.sink("jsonlog", "jsonlog", self.state_dir / cfg.jsonlog.file,
-                                   cfg.jsonlog), cfg.jsonlog.queue_size)
+                                   cfg.jsonlog), cfg.jsonlog.queue_size,
+                         backpressure=cfg.jsonlog.backpressure)
         if cfg.hpfeeds.enabled:
             from muscipula.sinks.hpfeeds import Hpfeeds
 
-            self.bus.add(Hpfeeds(cfg.hpfeeds), cfg.hpfeeds.queue_size, 100)
+            self.bus.add(Hpfeeds(cfg.hpfeeds), cfg.hpfeeds.queue_size, 100,
+                         backpressure=cfg.hpfeeds.backpressure)
 
     async def start(self, bound: list[tuple[Endpoint, socket.socket]]) -> None:
         """Everything that imports code or makes files as root happens before the drop."""
@@ -121,7 +124,8 @@ class Engine:
         writer = self._sink_host.transcripts(self.state_dir / cfg.paths.transcripts)
         shared = self.shared = Shared(bus=self.bus, store=store,
                                       caps=Caps(cfg.limits.max_connections),
-                                      transcripts=writer, tls_context=lambda: tls_ctx)
+                                      transcripts=writer, tls_context=lambda: tls_ctx,
+                                      transcript_room=cfg.limits.max_transcript_memory)
         runtimes = {ep.service: self._runtime(ep.service, shared, persona) for ep, _ in bound}
         for rt in runtimes.values():  # one context per distinct profile, made before the drop
             rt.tls_context = tls.getter(rt.name)
@@ -179,7 +183,8 @@ class Engine:
 
     def write_counters(self) -> None:
         counters = {name: asdict(c) for name, c in self.bus.counters().items()}
-        data = {"emitted": self.bus.emitted, "sinks": counters, "unknown": self.bus.unknown}
+        data = {"emitted": self.bus.emitted, "sinks": counters, "unknown": self.bus.unknown,
+                "held_reads": self.bus.holds}
         if self.shared is not None and self.shared.transcripts is not None:
             data["transcripts"] = {"written": self.shared.transcripts.written,
                                    "dropped": self.shared.transcripts.dropped}

@@ -134,6 +134,10 @@ class Incident:
     fields: Mapping[str, Any] = field(default_factory=dict)
 
 
+class Holdable(Protocol):
+    def resume(self) -> None: ...
+
+
 class Sink(Protocol):
     name: str
 
@@ -161,11 +165,16 @@ LINGER = 0.05
 class _Channel:
     """One sink's bounded queue and its drain task."""
 
-    def __init__(self, sink: Sink, queue_size: int, batch_size: int,
-                 linger: float = LINGER) -> None:
+    def __init__(self, bus: Bus, sink: Sink, queue_size: int, batch_size: int,
+                 linger: float = LINGER, backpressure: bool = False) -> None:
+        self.bus = bus
         self.sink = sink
         self.queue: deque[Incident] = deque()
         self.queue_size = queue_size
+        # past `high` queued incidents the network is held until the queue is below `low`;
+        # a sink without backpressure never holds it (and drops at queue_size instead)
+        self.high = max(queue_size // 2, 1) if backpressure else queue_size + 1
+        self.low = queue_size * 2 // 5
         self.batch_size = batch_size
         self.linger = linger
         self.counters = Counters()
@@ -173,18 +182,6 @@ class _Channel:
         self.idle = False  # the drain task waits on `wakeup`
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
-
-    def put(self, incident: Incident) -> None:
-        """What Bus.emit does inline for each channel."""
-        c = self.counters
-        c.emitted += 1
-        if len(self.queue) >= self.queue_size:
-            c.dropped += 1
-            return
-        self.queue.append(incident)
-        if self.idle:
-            self.idle = False
-            self.wakeup.set()
 
     async def run(self) -> None:
         queue = self.queue
@@ -208,6 +205,8 @@ class _Channel:
                 self.counters.failed += n
                 log.exception("sink %s failed on a batch of %d incidents", self.sink.name, n)
                 await asyncio.sleep(0.5)
+            if self.bus.congested:
+                self.bus.relieve()
 
 
 class Bus:
@@ -217,10 +216,33 @@ class Bus:
         self._channels: list[_Channel] = []
         self.emitted = 0
         self.unknown: dict[str, int] = {}
+        #: a sink with backpressure is half full: connections stop being read
+        #: (`hold`) until every such queue is down to two fifths, so that a flood is
+        #: slowed to what the sinks record instead of being recorded in part
+        self.congested = False
+        self.holds = 0
+        self._held: list[Holdable] = []
 
     def add(self, sink: Sink, queue_size: int = 100_000, batch_size: int = 5000,
-            linger: float = LINGER) -> None:
-        self._channels.append(_Channel(sink, queue_size, batch_size, linger))
+            linger: float = LINGER, backpressure: bool = False) -> None:
+        self._channels.append(_Channel(self, sink, queue_size, batch_size, linger,
+                                       backpressure))
+
+    def hold(self, who: Holdable) -> None:
+        """`who` has paused its reading; it is resumed when the sinks caught up."""
+        self._held.append(who)
+        self.holds += 1
+
+    def relieve(self) -> None:
+        if any(len(ch.queue) > ch.low for ch in self._channels if ch.high <= ch.queue_size):
+            return
+        self.congested = False
+        held, self._held = self._held, []
+        for who in held:
+            try:
+                who.resume()
+            except Exception:
+                log.exception("resuming a held connection failed")
 
     @property
     def sinks(self) -> list[Sink]:
@@ -246,6 +268,8 @@ class Bus:
                 c.dropped += 1
                 continue
             queue.append(incident)
+            if len(queue) >= ch.high:
+                self.congested = True
             if ch.idle:
                 ch.idle = False
                 ch.wakeup.set()

@@ -212,6 +212,37 @@ def test_max_transcript_bytes(tmp_path):
     assert sum(len(data) for _, _, data in chunks) == 1000
 
 
+def test_max_transcript_memory_is_shared_by_open_connections(tmp_path):
+    async def main():
+        port = free_port()
+        async with engine(tmp_path, blackhole(port), limits={"max_transcript_memory": 3000}) \
+                as (eng, rec):
+            writers = [(await connect(port))[1] for _ in range(3)]
+            for w in writers:  # all open at once: 6000 bytes wanted, 3000 allowed
+                w.write(b"a" * 2000)
+                await asyncio.sleep(0.05)
+            for w in writers:
+                w.close()
+            await settle(rec, "connection.free", 3)
+            room = eng.shared.transcript_room
+            _, w = await connect(port)  # the budget is back once they are written
+            w.write(b"b" * 2000)
+            await asyncio.sleep(0.05)
+            w.close()
+            await settle(rec, "connection.free", 4)
+            return eng.state_dir, room
+
+    state, room = asyncio.run(main())
+    assert room == 3000
+    from muscipula import transcripts
+
+    sizes = []
+    for path in (state / "transcripts").rglob("*.jsonl"):
+        for _, chunks in transcripts.records(path):
+            sizes.append(sum(len(data) for _, _, data in chunks))
+    assert sorted(sizes) == [1000, 2000, 2000]
+
+
 def test_udp_peer_cap(tmp_path):
     async def main():
         port = free_port(socket.SOCK_DGRAM)

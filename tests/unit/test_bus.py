@@ -158,3 +158,62 @@ def test_unknown_names_are_counted_not_raised():
     bus, sink = asyncio.run(main())
     assert bus.unknown == {"no.such.thing": 1}
     assert sink.got[1].time == 123.0 and sink.got[1].fields == {"size": 3}
+
+
+class Reader:
+    """Stands in for a connection whose reading the bus pauses."""
+
+    def __init__(self) -> None:
+        self.resumed = 0
+
+    def resume(self) -> None:
+        self.resumed += 1
+
+
+def test_backpressure_holds_readers_until_the_queue_drains():
+    async def main():
+        bus = Bus()
+        gate = asyncio.Event()
+        sink = Recorder("a", gate=gate)
+        bus.add(sink, queue_size=20, batch_size=4, linger=0, backpressure=True)
+        await bus.start()
+        for i in range(9):
+            bus.emit("blackhole.data", i)
+        assert not bus.congested  # below half the queue
+        bus.emit("blackhole.data", 9)
+        assert bus.congested
+        readers = [Reader(), Reader()]
+        for r in readers:
+            bus.hold(r)
+        await asyncio.sleep(0.05)
+        assert not any(r.resumed for r in readers)  # the sink has not written yet
+        gate.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not bus.congested:
+                break
+        held = [r.resumed for r in readers]
+        await bus.close()
+        return bus, sink, held
+
+    bus, _sink, held = asyncio.run(main())
+    assert held == [1, 1]
+    c = bus.counters()["a"]
+    assert (c.written, c.dropped) == (10, 0)
+    assert bus.holds == 2
+
+
+def test_a_sink_without_backpressure_never_congests():
+    async def main():
+        bus = Bus()
+        bus.add(Recorder("a", gate=asyncio.Event()), queue_size=10, batch_size=4)
+        await bus.start()
+        for i in range(25):
+            bus.emit("blackhole.data", i)
+        congested = bus.congested
+        for ch in bus._channels:
+            ch.task.cancel()
+        return congested, bus.counters()["a"].dropped
+
+    congested, dropped = asyncio.run(main())
+    assert not congested and dropped == 15

@@ -58,6 +58,8 @@ class Shared:
     tls_context: Callable[[], ssl.SSLContext]
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     sessions: set[Session] = field(default_factory=set)
+    #: transcript bytes that open sessions may still take (limits.max_transcript_memory)
+    transcript_room: int = 0
     _loop: asyncio.AbstractEventLoop | None = None
 
     @property

@@ -81,12 +81,15 @@ class Session:
         """Keep transcript bytes, up to the configured bound."""
         if self.transcript is None:
             return
-        room = self.rt.limits.max_transcript_bytes - self.transcript_size
+        shared = self.rt.shared
+        room = min(self.rt.limits.max_transcript_bytes - self.transcript_size,
+                   shared.transcript_room)
         if room <= 0:
             return
         chunk = data[:room]
         self.transcript.append((time.time() - self.started, direction, chunk))
         self.transcript_size += len(chunk)
+        shared.transcript_room -= len(chunk)
 
     def call(self, method: str, *args: Any) -> None:
         """Call the machine and carry out its actions; a machine bug closes only this session."""
@@ -116,11 +119,14 @@ class Session:
             return
         transcript = self.transcript
         if transcript is not None:
-            room = limits.max_transcript_bytes - self.transcript_size
+            shared = self.rt.shared
+            room = min(limits.max_transcript_bytes - self.transcript_size,
+                       shared.transcript_room)
             if room > 0:
                 chunk = data[:room]
                 transcript.append((now - self.started, 0, chunk))
                 self.transcript_size += len(chunk)
+                shared.transcript_room -= len(chunk)
         try:
             actions = self.machine.receive(data, now)
         except Exception:
@@ -281,6 +287,9 @@ class Session:
         if writer is not None and self.transcript:
             writer.put(self.conn, self.started, self.transcript)
         self.transcript = None
+        # handed to the writer: its own bound (max_pending) covers it from here
+        self.rt.shared.transcript_room += self.transcript_size
+        self.transcript_size = 0
 
     def child_failed(self, tag: str, reason: str) -> None:
         self.deliver(ChildFailed(tag, reason))

@@ -78,10 +78,19 @@ class StreamDriver(Session, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.tls is None:
             self.received(data)
+        elif self.closing or not self.count_in(len(data)):
             return
-        if self.closing or not self.count_in(len(data)):
-            return
-        self._tls_in(data)
+        else:
+            self._tls_in(data)
+        if self.rt.shared.bus.congested and not self.closing and self.transport is not None:
+            self.transport.pause_reading()
+            self.rt.shared.bus.hold(self)
+
+    def resume(self) -> None:
+        """The sinks caught up (see Bus.hold)."""
+        transport = self.transport
+        if not self.closing and transport is not None and not transport.is_closing():
+            transport.resume_reading()
 
     def _tls_in(self, data: bytes) -> None:
         tls = self.tls
