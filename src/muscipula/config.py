@@ -41,6 +41,9 @@ class Limits(Strict):
     max_bytes_in: PositiveInt = 64 * 1024 * 1024
     max_buffered_out: PositiveInt = 1024 * 1024
     max_transcript_bytes: NonNegInt = 1024 * 1024
+    #: of those, bytes the server sent: its answers follow from the persona and the
+    #: input, so past the first ones they are not worth their cost under a flood
+    max_transcript_out_bytes: NonNegInt = 64 * 1024
     max_children: PositiveInt = 8
     child_accept_timeout: Seconds = 30.0
     max_udp_peers: PositiveInt = 4096
@@ -58,6 +61,7 @@ class LimitsOverride(Strict):
     max_bytes_in: PositiveInt | None = None
     max_buffered_out: PositiveInt | None = None
     max_transcript_bytes: NonNegInt | None = None
+    max_transcript_out_bytes: NonNegInt | None = None
     max_children: PositiveInt | None = None
     child_accept_timeout: Seconds | None = None
     max_udp_peers: PositiveInt | None = None

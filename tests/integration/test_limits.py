@@ -212,6 +212,32 @@ def test_max_transcript_bytes(tmp_path):
     assert sum(len(data) for _, _, data in chunks) == 1000
 
 
+def test_max_transcript_out_bytes_caps_only_what_was_sent(tmp_path, chatty):
+    async def main():
+        port = free_port()
+        svc = {"chatty": {"tcp_ports": [port], "limits": {"max_transcript_out_bytes": 1000}}}
+        async with engine(tmp_path, svc) as (eng, rec):
+            r, w = await connect(port)
+            w.write(b"F")  # a 256 KiB answer
+            await r.readexactly(256 * 1024)
+            for _ in range(3):
+                w.write(b"z" * 2000)  # echoed back in upper case
+                await r.readexactly(2000)
+            w.close()
+            await settle(rec, "connection.free", 1)
+            return eng.state_dir
+
+    state = asyncio.run(main())
+    (path,) = (state / "transcripts").rglob("*.jsonl")
+    from muscipula import transcripts
+
+    _, chunks = transcripts.read(path)
+    sent = sum(len(data) for _, d, data in chunks if d == "out")
+    got = b"".join(data for _, d, data in chunks if d == "in")
+    assert sent == 1000
+    assert got == b"F" + b"z" * 6000
+
+
 def test_max_transcript_memory_is_shared_by_open_connections(tmp_path):
     async def main():
         port = free_port()

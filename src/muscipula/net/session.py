@@ -40,7 +40,8 @@ class Session:
     __slots__ = (
         "_wake", "_wake_at", "_wake_due", "bytes_in", "bytes_out", "captures", "children",
         "close_reason", "closing", "conn",
-        "last_active", "machine", "rt", "started", "transcript", "transcript_size",
+        "last_active", "machine", "rt", "started", "transcript", "transcript_out",
+        "transcript_size",
     )
 
     def __init__(self, rt: ServiceRuntime, conn: Connection, machine: Machine, now: float) -> None:
@@ -60,6 +61,7 @@ class Session:
         self.children: dict[str, Any] | None = None
         self.transcript: list[tuple[float, int, bytes]] | None = [] if rt.transcripts else None
         self.transcript_size = 0
+        self.transcript_out = 0  # of transcript_size, bytes sent
 
     # ------------------------------------------------------------ subclass hooks
 
@@ -82,14 +84,18 @@ class Session:
         if self.transcript is None:
             return
         shared = self.rt.shared
-        room = min(self.rt.limits.max_transcript_bytes - self.transcript_size,
-                   shared.transcript_room)
+        limits = self.rt.limits
+        room = min(limits.max_transcript_bytes - self.transcript_size, shared.transcript_room)
+        if direction:
+            room = min(room, limits.max_transcript_out_bytes - self.transcript_out)
         if room <= 0:
             return
         chunk = data[:room]
         self.transcript.append((time.time() - self.started, direction, chunk))
         self.transcript_size += len(chunk)
         shared.transcript_room -= len(chunk)
+        if direction:
+            self.transcript_out += len(chunk)
 
     def call(self, method: str, *args: Any) -> None:
         """Call the machine and carry out its actions; a machine bug closes only this session."""
