@@ -14,6 +14,7 @@ import ctypes
 import logging
 import ssl
 import sys
+from collections.abc import Callable
 from functools import cache
 
 log = logging.getLogger(__name__)
@@ -53,25 +54,26 @@ def _handle(ctx: ssl.SSLContext) -> tuple[ctypes.CDLL, int] | None:
     return lib, ptr
 
 
+def _apply(ctx: ssl.SSLContext, what: str, call: Callable[[ctypes.CDLL, int], int]) -> bool:
+    found = _handle(ctx)
+    if found is None:
+        log.warning("%s left at the library's defaults", what)
+        return False
+    lib, ptr = found
+    return call(lib, ptr) == 1
+
+
 def set_ciphersuites(ctx: ssl.SSLContext, suites: str | list[str]) -> bool:
     """Set the TLS 1.3 suites, in order; False (context unchanged) if not possible."""
     text = suites if isinstance(suites, str) else ":".join(suites)
-    found = _handle(ctx)
-    if found is None:
-        log.warning("TLS 1.3 suites left at the library's defaults")
-        return False
-    lib, ptr = found
-    return lib.SSL_CTX_set_ciphersuites(ptr, text.encode()) == 1
+    return _apply(ctx, "TLS 1.3 suites",
+                  lambda lib, ptr: lib.SSL_CTX_set_ciphersuites(ptr, text.encode()))
 
 
 def set_groups(ctx: ssl.SSLContext, groups: str | list[str]) -> bool:
     """Set the key-exchange groups, in order; False (context unchanged) if not possible."""
     text = groups if isinstance(groups, str) else ":".join(groups)
-    found = _handle(ctx)
-    if found is None:
-        log.warning("TLS groups left at the library's defaults")
-        return False
-    lib, ptr = found
     buf = ctypes.create_string_buffer(text.encode())
     arg = ctypes.cast(buf, ctypes.c_void_p)
-    return lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, arg) == 1
+    return _apply(ctx, "TLS groups",
+                  lambda lib, ptr: lib.SSL_CTX_ctrl(ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, arg))
