@@ -150,6 +150,9 @@ class Sinks(Strict):
     logsql: LogSqlSink = LogSqlSink()
     jsonlog: JsonSink = JsonSink()
     hpfeeds: HpfeedsSink = HpfeedsSink()
+    #: the longest the network is held for a sink with backpressure that does not drain
+    #: (a stuck disk or process); then it is read again and that sink's queue drops
+    max_hold: Seconds = 30.0
 
 
 class Store(Strict):

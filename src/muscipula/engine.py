@@ -95,6 +95,7 @@ class Engine:
         # The disk sinks run in one child process (see sinks/process.py for why).
         host = self._sink_host = SinkHost()
         cfg = self.config.sinks
+        self.bus.max_hold = cfg.max_hold
         if cfg.logsql.enabled:
             self.bus.add(host.sink("logsql", "logsql", self.state_dir / cfg.logsql.file),
                          cfg.logsql.queue_size, cfg.logsql.batch_size,
@@ -184,7 +185,7 @@ class Engine:
     def write_counters(self) -> None:
         counters = {name: asdict(c) for name, c in self.bus.counters().items()}
         data = {"emitted": self.bus.emitted, "sinks": counters, "unknown": self.bus.unknown,
-                "held_reads": self.bus.holds}
+                "held_reads": self.bus.holds, "holds_given_up": self.bus.gave_up}
         if self.shared is not None and self.shared.transcripts is not None:
             data["transcripts"] = {"written": self.shared.transcripts.written,
                                    "dropped": self.shared.transcripts.dropped}

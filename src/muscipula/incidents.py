@@ -173,8 +173,11 @@ class _Channel:
         self.queue_size = queue_size
         # past `high` queued incidents the network is held until the queue is below `low`;
         # a sink without backpressure never holds it (and drops at queue_size instead)
-        self.high = max(queue_size // 2, 1) if backpressure else queue_size + 1
+        self.pressing_high = max(queue_size // 2, 1) if backpressure else queue_size + 1
+        self.high = self.pressing_high
         self.low = queue_size * 2 // 5
+        #: held the network longer than Bus.max_hold: drops when full until it drained
+        self.stuck = False
         self.batch_size = batch_size
         self.linger = linger
         self.counters = Counters()
@@ -205,6 +208,11 @@ class _Channel:
                 self.counters.failed += n
                 log.exception("sink %s failed on a batch of %d incidents", self.sink.name, n)
                 await asyncio.sleep(0.5)
+            if self.stuck and len(queue) <= self.low:
+                self.stuck = False
+                self.high = self.pressing_high
+                log.warning("sink %s drains again: it holds the network again when full",
+                            self.sink.name)
             if self.bus.congested:
                 self.bus.relieve()
 
@@ -220,8 +228,13 @@ class Bus:
         #: (`hold`) until every such queue is down to two fifths, so that a flood is
         #: slowed to what the sinks record instead of being recorded in part
         self.congested = False
+        self.congested_at = 0.0
         self.holds = 0
         self._held: list[Holdable] = []
+        #: seconds the network may stay held for a sink that does not drain (stuck on
+        #: its disk or its process): then it is read again and that sink's queue drops
+        self.max_hold = 30.0
+        self.gave_up = 0
 
     def add(self, sink: Sink, queue_size: int = 100_000, batch_size: int = 5000,
             linger: float = LINGER, backpressure: bool = False) -> None:
@@ -236,6 +249,22 @@ class Bus:
     def relieve(self) -> None:
         if any(len(ch.queue) > ch.low for ch in self._channels if ch.high <= ch.queue_size):
             return
+        self._release()
+
+    def check(self, now: float) -> None:
+        """Once a second: a hold past max_hold is given up for the sinks that cause it."""
+        if not self.congested or now - self.congested_at <= self.max_hold:
+            return
+        for ch in self._channels:
+            if ch.high <= ch.queue_size and len(ch.queue) > ch.low:
+                ch.stuck = True
+                ch.high = ch.queue_size + 1
+                log.error("sink %s has not drained for %.0f s: reading the network again; "
+                          "its queue drops when full", ch.sink.name, now - self.congested_at)
+        self.gave_up += 1
+        self._release()
+
+    def _release(self) -> None:
         self.congested = False
         held, self._held = self._held, []
         for who in held:
@@ -268,8 +297,9 @@ class Bus:
                 c.dropped += 1
                 continue
             queue.append(incident)
-            if len(queue) >= ch.high:
+            if len(queue) >= ch.high and not self.congested:
                 self.congested = True
+                self.congested_at = incident.time
             if ch.idle:
                 ch.idle = False
                 ch.wakeup.set()

@@ -217,3 +217,39 @@ def test_a_sink_without_backpressure_never_congests():
 
     congested, dropped = asyncio.run(main())
     assert not congested and dropped == 15
+
+
+def test_a_sink_that_never_drains_holds_the_network_only_max_hold():
+    async def main():
+        bus = Bus()
+        bus.max_hold = 5.0
+        gate = asyncio.Event()
+        bus.add(Recorder("stuck", gate=gate), queue_size=20, batch_size=4, linger=0,
+                backpressure=True)
+        await bus.start()
+        for i in range(10):
+            bus.emit("blackhole.data", i, now=100.0)
+        reader = Reader()
+        bus.hold(reader)
+        bus.check(104.0)
+        assert bus.congested and not reader.resumed  # within max_hold
+        bus.check(106.0)
+        assert not bus.congested and reader.resumed == 1 and bus.gave_up == 1
+        for i in range(30):  # no longer holds: fills up and drops at queue_size
+            bus.emit("blackhole.data", i, now=107.0)
+        assert not bus.congested
+        dropped = bus.counters()["stuck"].dropped
+        gate.set()  # the sink drains again: it holds the network again when full
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not bus._channels[0].queue:
+                break
+        for i in range(10):
+            bus.emit("blackhole.data", i, now=200.0)
+        congested_again = bus.congested
+        await bus.close()
+        return dropped, congested_again
+
+    dropped, congested_again = asyncio.run(main())
+    assert dropped > 0
+    assert congested_again

@@ -77,6 +77,7 @@ class Shared:
         """Close sessions past their idle or total time; called once a second."""
         for session in list(self.sessions):
             session.check_time(now)
+        self.bus.check(now)
 
     async def sweeper(self) -> None:
         import time
