@@ -33,6 +33,8 @@ class File:
     data: bytes
     mtime: int
     content_type: str
+    #: the mtime's 100 ns ticks within its second: NTFS keeps them and IIS's ETag shows them
+    frac: int = 0
 
 
 @dataclass(slots=True)
@@ -115,9 +117,12 @@ def _builtin(persona: PersonaView, windows: bool, installed: int) -> Site:
     if windows:
         site = Site(index_names=("default.htm", "default.asp", "index.htm", "index.html",
                                  "iisstart.htm", "default.aspx"), fold_case=True)
+        # setup wrote both files within the same second; NTFS keeps the 100 ns ticks
+        frac = persona.secrets.number("http.site_mtime_frac", 1, 9_000_000)
+        later = frac + persona.secrets.number("http.site_mtime_png", 1_000, 999_999)
         site.add("/iisstart.htm", File(base.joinpath("iis", "iisstart.htm").read_bytes(),
-                                       installed, "text/html"))
-        site.add("/welcome.png", File(welcome_png(), installed, "image/png"))
+                                       installed, "text/html", frac))
+        site.add("/welcome.png", File(welcome_png(), installed, "image/png", later))
         site.dirs.add("/aspnet_client/")
     else:
         site = Site(index_names=("index.html", "index.htm", "index.nginx-debian.html"))
@@ -137,7 +142,9 @@ def _from_dir(root: Path, windows: bool, budget: int, default_type: str) -> Site
             break
         used += size
         rel = "/" + p.relative_to(root).as_posix()
-        site.add(rel, File(p.read_bytes(), int(p.stat().st_mtime), mime(rel, default_type)))
+        ns = p.stat().st_mtime_ns
+        site.add(rel, File(p.read_bytes(), ns // 10**9, mime(rel, default_type),
+                           ns % 10**9 // 100))
     return site
 
 

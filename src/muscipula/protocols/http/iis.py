@@ -1,8 +1,11 @@
 """IIS 7.x on HTTP.sys: IIS's custom error pages for what reaches IIS, HTTP.sys's own
 short pages (Server: Microsoft-HTTPAPI/2.0) for what the kernel driver refuses first.
 
-Page sizes match the shipped files (404.htm is 1245 bytes, iisstart.htm 689, the
-HTTP.sys "badly formed" page 311).
+Page sizes match the shipped files and published captures (404.htm 1245 bytes,
+501.htm 1508, iisstart.htm 689; HTTP.sys pages: badly formed 311, invalid verb
+326, invalid header 339, invalid hostname 334, length required 344, request too
+long 346, range not satisfiable 362). Header order follows captured IIS 7.5
+answers: a HEAD names Content-Length first, a 206/416 ends with Content-Range.
 """
 
 from __future__ import annotations
@@ -10,15 +13,23 @@ from __future__ import annotations
 import functools
 import re
 
+from muscipula.protocols.http.conditional import (
+    UNSATISFIABLE,
+    etag_listed,
+    http_time,
+    simple_range,
+)
 from muscipula.protocols.http.content import File, LureBody, Site
 from muscipula.protocols.http.profile import ProductLimits
 from muscipula.protocols.http.request import Context, Reply, Request, http_date
 
 REASONS = {
-    200: "OK", 301: "Moved Permanently", 302: "Found", 304: "Not Modified",
+    200: "OK", 206: "Partial Content", 301: "Moved Permanently", 302: "Found",
+    304: "Not Modified",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 411: "Length Required", 413: "Request Entity Too Large",
-    414: "Request-URI Too Long", 500: "Internal Server Error", 501: "Not Implemented",
+    414: "Request-URI Too Long", 416: "Requested Range Not Satisfiable",
+    500: "Internal Server Error", 501: "Not Implemented",
     505: "HTTP Version Not Supported",
 }
 
@@ -87,6 +98,9 @@ HTTPAPI = {
                        "The request transfer encoding type is not supported."),
     "bad_version": (505, "HTTP Version Not Supported",
                     "The request HTTP version is not supported."),
+    # not a refusal: the page HTTP.sys puts under a static file's 416 headers
+    "range": (416, "Requested Range Not Satisfiable",
+              "The requested range is not satisfiable."),
 }
 _HTTPAPI_PAGE = (
     '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 4.01//EN""http://www.w3.org/TR/html4/strict.dtd">'
@@ -100,9 +114,10 @@ OPTIONS_ALLOW = "OPTIONS, TRACE, GET, HEAD, POST"
 
 
 @functools.lru_cache(maxsize=256)
-def iis_etag(mtime: int) -> str:
-    """IIS prints the file's FILETIME byte by byte, little end first, each in bare hex."""
-    filetime = (mtime + 11644473600) * 10_000_000
+def iis_etag(mtime: int, frac: int = 0) -> str:
+    """IIS prints the file's FILETIME byte by byte, little end first, each in bare hex,
+    then its change number (":0"); `frac` is the 100 ns ticks within the second."""
+    filetime = (mtime + 11644473600) * 10_000_000 + frac
     return '"' + "".join(f"{b:x}" for b in filetime.to_bytes(8, "little")) + ':0"'
 
 
@@ -132,8 +147,13 @@ class IIS:
     def head(self, status: int, ctx: Context, keep: bool, version: str, *,
              pre: tuple[tuple[str, str], ...] = (), ctype: str | None = "text/html",
              file_fields: tuple[tuple[str, str], ...] = (), location: str | None = None,
-             app: tuple[tuple[str, str], ...] = (), length: int = 0) -> bytes:
+             app: tuple[tuple[str, str], ...] = (), length: int | None = 0,
+             length_first: bool = False, tail: tuple[tuple[str, str], ...] = ()) -> bytes:
+        """IIS's order; HTTP.sys adds Content-Length last unless the handler set it itself
+        (a static file's HEAD: first), and Content-Range after it."""
         out = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"]
+        if length_first and length is not None:
+            out.append(f"Content-Length: {length}\r\n")
         out += [f"{k}: {v}\r\n" for k, v in pre]
         if ctype:
             out.append(f"Content-Type: {ctype}\r\n")
@@ -149,7 +169,10 @@ class IIS:
             out.append("Connection: close\r\n")
         elif version == "1.0":
             out.append("Connection: keep-alive\r\n")
-        out.append(f"Content-Length: {length}\r\n\r\n")
+        if not length_first and length is not None:
+            out.append(f"Content-Length: {length}\r\n")
+        out += [f"{k}: {v}\r\n" for k, v in tail]
+        out.append("\r\n")
         return "".join(out).encode("latin-1", "replace")
 
     def error(self, status: int, req: Request, ctx: Context, keep: bool,
@@ -165,15 +188,18 @@ class IIS:
     def valid_method(self, method: str) -> bool:
         return bool(_TOKEN.match(method))
 
+    def httpapi_page(self, kind: str) -> tuple[int, bytes]:
+        status, heading, text = HTTPAPI.get(kind, HTTPAPI["bad_request"])
+        title = heading if status in (414, 416) else REASONS[status]
+        return status, _HTTPAPI_PAGE.format(reason=title, heading=heading, status=status,
+                                            text=text).encode()
+
     def reject(self, kind: str, req: Request | None, ctx: Context) -> Reply:
         if kind == "body_too_large":  # request filtering: 404.13, answered by IIS itself
             if req is not None:
                 return self.error(404, req, ctx, False)
             kind = "bad_request"
-        status, heading, text = HTTPAPI.get(kind, HTTPAPI["bad_request"])
-        body = _HTTPAPI_PAGE.format(reason=REASONS[status] if status != 414
-                                    else "Request URL Too Long",
-                                    heading=heading, status=status, text=text).encode()
+        status, body = self.httpapi_page(kind)
         data = (f"HTTP/1.1 {status} {REASONS[status]}\r\n"
                 "Content-Type: text/html; charset=us-ascii\r\n"
                 "Server: Microsoft-HTTPAPI/2.0\r\n"
@@ -194,10 +220,8 @@ class IIS:
                              ctype=None, app=(("Public", OPTIONS_ALLOW),))
             return Reply(200, data, close=not keep)
         if req.method == "TRACE":
-            body = req.raw_head
-            data = self.head(200, ctx, keep, req.version, ctype="message/http",
-                             length=len(body)) + body
-            return Reply(200, data, close=not keep)
+            # TRACEVerbHandler (ProtocolSupportModule) lists TRACE but answers 501.htm
+            return self.error(501, req, ctx, keep)
         if path is None:
             return self.reject("bad_url", req, ctx)
         if lure is not None:
@@ -219,13 +243,63 @@ class IIS:
         return self.file(req, ctx, f, keep)
 
     def file(self, req: Request, ctx: Context, f: File, keep: bool) -> Reply:
+        etag = iis_etag(f.mtime, f.frac)
+        size = len(f.data)
         fields = (("Last-Modified", http_date(f.mtime)), ("Accept-Ranges", "bytes"),
-                  ("ETag", iis_etag(f.mtime)))
+                  ("ETag", etag))
+        if self.not_modified(req, f, etag):
+            data = self.head(304, ctx, keep, req.version, ctype=None, file_fields=fields,
+                             length=None)
+            return Reply(304, data, close=not keep)
+        rng = self.range(req, f, etag)
+        if rng == "overflow":  # HTTP.sys since MS15-034 refuses bounds past 2^63 - 1
+            return self.reject("bad_header", req, ctx)
+        if rng == UNSATISFIABLE:
+            _, body = self.httpapi_page("range")
+            data = self.head(416, ctx, keep, req.version, ctype=f.content_type,
+                             file_fields=fields, length=len(body),
+                             tail=(("Content-Range", f"bytes */{size}"),))
+            return Reply(416, data if req.head_only else data + body, close=not keep)
+        if isinstance(rng, tuple):
+            start, end = rng
+            data = self.head(206, ctx, keep, req.version, ctype=f.content_type,
+                             file_fields=fields, length=end - start,
+                             tail=(("Content-Range", f"bytes {start}-{end - 1}/{size}"),))
+            if not req.head_only:
+                data += f.data[start:end]
+            return Reply(206, data, close=not keep)
         data = self.head(200, ctx, keep, req.version, ctype=f.content_type, file_fields=fields,
-                         length=len(f.data))
+                         length=size, length_first=req.head_only)
         if not req.head_only:
             data += f.data
         return Reply(200, data, close=not keep)
+
+    @staticmethod
+    def not_modified(req: Request, f: File, etag: str) -> bool:
+        """If-None-Match decides when sent; else a file not newer than If-Modified-Since."""
+        inm = req.header("if-none-match")
+        if inm is not None:
+            return etag_listed(inm, etag, weak=True)
+        ims = http_time(req.header("if-modified-since"))
+        return ims is not None and f.mtime <= ims
+
+    @staticmethod
+    def range(req: Request, f: File, etag: str) -> tuple[int, int] | str | None:
+        """One byte range (HTTP.sys vets the bounds first); If-Range must match."""
+        value = req.header("range")
+        if value is None or value[:6].lower() != "bytes=":
+            return None
+        rng = simple_range(value[6:], len(f.data))
+        if rng is None or rng == "overflow":
+            return rng
+        if_range = req.header("if-range")
+        if if_range is not None:
+            if if_range.endswith('"'):
+                if if_range != etag:
+                    return None
+            elif http_time(if_range) != f.mtime:
+                return None
+        return rng
 
     def lure(self, req: Request, ctx: Context, lb: LureBody, keep: bool) -> Reply:
         lure = lb.lure

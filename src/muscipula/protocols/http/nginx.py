@@ -8,6 +8,12 @@ from __future__ import annotations
 import re
 import zlib
 
+from muscipula.protocols.http.conditional import (
+    UNSATISFIABLE,
+    etag_listed,
+    http_time,
+    nginx_ranges,
+)
 from muscipula.protocols.http.content import File, LureBody, Site
 from muscipula.protocols.http.profile import ProductLimits
 from muscipula.protocols.http.request import Context, Reply, Request, http_date
@@ -16,7 +22,8 @@ REASONS = {
     200: "OK", 206: "Partial Content", 301: "Moved Permanently", 302: "Moved Temporarily",
     304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
     404: "Not Found", 405: "Not Allowed", 408: "Request Time-out", 411: "Length Required",
-    413: "Request Entity Too Large", 414: "Request-URI Too Large", 500: "Internal Server Error",
+    413: "Request Entity Too Large", 414: "Request-URI Too Large",
+    416: "Requested Range Not Satisfiable", 500: "Internal Server Error",
     501: "Not Implemented", 502: "Bad Gateway", 503: "Service Temporarily Unavailable",
     505: "HTTP Version Not Supported",
 }
@@ -89,12 +96,14 @@ class Nginx:
         return "".join(out).encode("latin-1", "replace")
 
     def error(self, status: int, req: Request | None, ctx: Context, keep: bool,
-              title: str = "", location: str | None = None) -> Reply:
+              title: str = "", location: str | None = None,
+              tail: tuple[tuple[str, str], ...] = ()) -> Reply:
         body = self.page(status, title)
         ua = req.header("user-agent") if req is not None else None
         if status >= 400 and ua and ("MSIE " in ua or "Chrome/" in ua):
             body += _PADDING
-        data = self.head(status, ctx, "text/html", len(body), keep, location=location)
+        data = self.head(status, ctx, "text/html", len(body), keep, location=location,
+                         tail=tail)
         if req is None or not req.head_only:
             data += body
         return Reply(status, data, close=not keep)
@@ -143,7 +152,12 @@ class Nginx:
         return self.file(req, ctx, f, keep)
 
     def file(self, req: Request, ctx: Context, f: File, keep: bool) -> Reply:
+        """The static handler's answer through nginx's header filters, in their order:
+        not_modified (304), gzip, then range (206/416)."""
         etag = f'"{f.mtime:x}-{len(f.data):x}"'
+        if not_modified(req, f.mtime, etag):
+            data = self.head(304, ctx, None, None, keep, f.mtime, tail=(("ETag", etag),))
+            return Reply(304, data, close=not keep)
         ae = req.header("accept-encoding") or ""
         if (self.gzip and req.method == "GET" and req.version == "1.1" and "gzip" in ae
                 and f.content_type == "text/html" and len(f.data) >= 20):
@@ -152,11 +166,38 @@ class Nginx:
                              tail=(("ETag", "W/" + etag), ("Content-Encoding", "gzip")))
             data += b"%x\r\n" % len(chunk) + chunk + b"\r\n0\r\n\r\n"
             return Reply(200, data, close=not keep)
+        ranges = self.ranges(req, f, etag)
+        if ranges == UNSATISFIABLE:
+            return self.error(416, req, ctx, keep,
+                              tail=(("Content-Range", f"bytes */{len(f.data)}"),))
+        if isinstance(ranges, list) and len(ranges) == 1:
+            start, end = ranges[0]
+            data = self.head(206, ctx, f.content_type, end - start, keep, f.mtime, tail=(
+                ("ETag", etag), ("Content-Range", f"bytes {start}-{end - 1}/{len(f.data)}")))
+            if not req.head_only:
+                data += f.data[start:end]
+            return Reply(206, data, close=not keep)
         data = self.head(200, ctx, f.content_type, len(f.data), keep, f.mtime,
                          tail=(("ETag", etag), ("Accept-Ranges", "bytes")))
         if not req.head_only:
             data += f.data
         return Reply(200, data, close=not keep)
+
+    @staticmethod
+    def ranges(req: Request, f: File, etag: str) -> list[tuple[int, int]] | str | None:
+        """ngx_http_range_header_filter: the Range header if it applies (If-Range agrees).
+        Several ranges would be a multipart answer: those get the whole file here."""
+        value = req.header("range")
+        if value is None or len(value) < 7 or value[:6].lower() != "bytes=":
+            return None
+        if_range = req.header("if-range")
+        if if_range is not None:
+            if len(if_range) >= 2 and if_range.endswith('"'):
+                if if_range != etag:
+                    return None
+            elif http_time(if_range) != f.mtime:
+                return None
+        return nginx_ranges(value[6:], len(f.data))
 
     def lure(self, req: Request, ctx: Context, lb: LureBody, keep: bool) -> Reply:
         """As nginx in front of PHP-FPM answers: chunked, the app's headers after Connection."""
@@ -175,6 +216,18 @@ class Nginx:
         """A plain HTTP request on a `listen ... ssl` port: nginx's 497, sent as a 400 with
         its own page, and the connection closed."""
         return self.error(400, req, ctx, False, "The plain HTTP request was sent to HTTPS port")
+
+
+def not_modified(req: Request, mtime: int, etag: str) -> bool:
+    """ngx_http_not_modified_filter with `if_modified_since exact`: every validator sent
+    must hold (the date equal to Last-Modified, the ETag listed, weakly compared)."""
+    ims = req.header("if-modified-since")
+    inm = req.header("if-none-match")
+    if ims is None and inm is None:
+        return False
+    if ims is not None and http_time(ims) != mtime:
+        return False
+    return inm is None or etag_listed(inm, etag, weak=True)
 
 
 def gzip_like_nginx(data: bytes) -> bytes:
