@@ -232,3 +232,26 @@ def test_a_database_from_an_older_release_gets_the_new_columns(tmp_path):
     assert rows[0] == ("/old", None)
     assert rows[1][0] == "/new" and json.loads(rows[1][1])[0] == ["Host", "x"]
     assert "connection_transport" in {r[1] for r in db.execute("PRAGMA table_info(connections)")}
+
+
+def test_errors_limits_and_refused_captures_are_recorded(tmp_path):
+    c = conn(9)
+    batch = [Incident("connection.tcp.accept", 9, T0, {"connection": c}),
+             Incident("protocol.error", 9, T0, {"detail": "http bad_method", "data": b"\x16\x03"}),
+             Incident("store.refused", 9, T0, {"url": "http-1", "reason": "quota", "size": 0}),
+             Incident("connection.limit", 9, T0, {"limit": "idle_timeout", "value": 120.0}),
+             free(c, "idle_timeout")]
+    write_sql(tmp_path / "db.sqlite", [batch])
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    rows = db.execute("SELECT connection_event_kind, connection_event_detail, "
+                      "connection_event_data FROM connection_events "
+                      "ORDER BY connection_event").fetchall()
+    assert rows == [("protocol.error", "http bad_method", b"\x16\x03"),
+                    ("store.refused", "quota", '{"url":"http-1","size":0}'),
+                    ("connection.limit", "idle_timeout", "120.0")]
+    (line,) = write_json(tmp_path / "log.json", [batch])
+    assert [e["kind"] for e in line["events"]] == ["protocol.error", "store.refused",
+                                                    "connection.limit"]
+    assert line["events"][0]["data"] == "\x16\x03"
+    assert line["events"][2] == {"kind": "connection.limit", "detail": "idle_timeout",
+                                 "data": 120.0}

@@ -137,6 +137,18 @@ def _download(obj: dict[str, Any], inc: Incident) -> None:
            obj["_cap"])
 
 
+@detail("protocol.error", "connection.limit", "store.refused")
+def _event(obj: dict[str, Any], inc: Incident) -> None:
+    f = inc.fields
+    if inc.name == "protocol.error":
+        item = {"kind": inc.name, "detail": _text(f.get("detail")), "data": _text(f.get("data"))}
+    elif inc.name == "connection.limit":
+        item = {"kind": inc.name, "detail": f.get("limit"), "data": f.get("value")}
+    else:
+        item = {"kind": inc.name, "detail": f.get("reason"), "data": _text(f.get("url"))}
+    append(obj, ("events",), item, obj["_cap"])
+
+
 @detail("connection.tls.hello")
 def _tls_hello(obj: dict[str, Any], inc: Incident) -> None:
     f = inc.fields

@@ -116,6 +116,29 @@ def _end(f: Mapping[str, Any]) -> tuple[Any, ...]:
             f.get("duration"))
 
 
+_EVENT_COLUMNS = ("connection_event_kind", "connection_event_detail", "connection_event_data")
+
+
+def _data(value: Any) -> bytes | str | None:
+    return value if value is None or isinstance(value, bytes) else text(value)
+
+
+@rows("protocol.error", "connection_events", _EVENT_COLUMNS)
+def _protocol_error(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return "protocol.error", text(f.get("detail")), _data(f.get("data"))
+
+
+@rows("connection.limit", "connection_events", _EVENT_COLUMNS)
+def _limit(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return "connection.limit", text(f.get("limit")), _data(f.get("value"))
+
+
+@rows("store.refused", "connection_events", _EVENT_COLUMNS)
+def _store_refused(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return "store.refused", text(f.get("reason")), as_json({"url": f.get("url"),
+                                                            "size": f.get("size")})
+
+
 @rows("connection.tls.hello", "tls_hellos", (
     "tls_hello_sni", "tls_hello_version", "tls_hello_ciphers", "tls_hello_extensions",
     "tls_hello_groups", "tls_hello_point_formats", "tls_hello_alpn", "tls_hello_ja3",

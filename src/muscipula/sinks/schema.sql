@@ -154,6 +154,15 @@ CREATE TABLE IF NOT EXISTS connection_ends (
 CREATE INDEX IF NOT EXISTS connection_ends_connection_idx ON connection_ends (connection);
 CREATE INDEX IF NOT EXISTS connection_ends_reason_idx ON connection_ends (connection_end_reason);
 
+-- Not in the reference: what went wrong on a connection: malformed input
+-- (protocol.error), a limit that closed it (connection.limit), a capture cut short
+-- (store.refused). `data` is the offending input where there is one.
+CREATE TABLE IF NOT EXISTS connection_events (
+    connection_event INTEGER PRIMARY KEY, connection INTEGER,
+    connection_event_kind TEXT, connection_event_detail TEXT, connection_event_data BLOB);
+CREATE INDEX IF NOT EXISTS connection_events_connection_idx ON connection_events (connection);
+CREATE INDEX IF NOT EXISTS connection_events_kind_idx ON connection_events (connection_event_kind);
+
 -- Not in the reference: TLS ClientHellos (connection.tls.hello); lists as JSON arrays.
 CREATE TABLE IF NOT EXISTS tls_hellos (
     tls_hello INTEGER PRIMARY KEY, connection INTEGER,
