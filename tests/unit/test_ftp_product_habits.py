@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from muscipula import config as configmod
+from muscipula import services
 from muscipula.machine import (
     CaptureData,
     CaptureEnd,
@@ -185,11 +187,18 @@ def test_iis_upload_whose_tls_handshake_stalls_gets_426_and_goes_on():
     assert sent(m.receive(b"NOOP\r\n", NOW)) == b"200 NOOP command successful.\r\n"
 
 
-def test_data_tls_timeout_config_default_and_bounds():
-    assert FtpConfig().data_tls_timeout == 30.0
+@pytest.mark.parametrize("preset,configured,expected", [
+    ("debian-12", None, 300.0), ("windows-2008r2", None, 30.0), ("debian-12", 7.5, 7.5)])
+def test_data_tls_timeout_is_the_products_unless_configured(tmp_path, preset, configured,
+                                                            expected):
+    assert FtpConfig().data_tls_timeout is None
     with pytest.raises(ValueError):
         FtpConfig(data_tls_timeout=0)
     assert SERVICE.config_model is FtpConfig  # the key the service really reads
+    cfg = configmod.load(extra={"persona": {"preset": preset},
+                                "services": {"ftp": {"data_tls_timeout": configured}}})
+    m = services.factory("ftp", cfg, tmp_path)(Peer("127.0.0.1", 21, "127.0.0.9", 40000))
+    assert m.s.data_tls_timeout == expected
 
 
 # -------------------------------------------------------- IIS-only verbs

@@ -51,7 +51,7 @@ def build(ctx: ServiceContext):
         max_session_entries=cfg.max_session_entries, idle_timeout=idle,
         max_login_fails=fails,
         upload_owner=persona.secrets.number("ftp.upload_uid", 1000, 1004),
-        data_tls_timeout=cfg.data_tls_timeout,
+        data_tls_timeout=cfg.data_tls_timeout or dialect.data_timeout,
     )
 
     def factory(peer: Peer) -> FtpSession:

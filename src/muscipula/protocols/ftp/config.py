@@ -59,8 +59,9 @@ class FtpConfig(ServiceConfig):
     idle_timeout: Seconds | None = None
     #: seconds a PROT P data channel may take to finish its TLS handshake once connected;
     #: then the transfer fails as the product's stalled data channel does (vsftpd: 421 and
-    #: close, IIS: 426) instead of holding the channel until the session limits
-    data_tls_timeout: Seconds = 30.0
+    #: close, IIS: 426) instead of holding the channel until the session limits;
+    #: None: the product's data channel timeout (vsftpd 300 s, IIS 30 s)
+    data_tls_timeout: Seconds | None = None
     #: failed logins before the connection is closed; None: the product's (vsftpd 3)
     max_login_fails: Annotated[int, Field(ge=0, le=1000)] | None = None
 

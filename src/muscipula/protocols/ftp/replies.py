@@ -273,6 +273,9 @@ class Dialect:
     #: connection closed after this many failed logins (0: never)
     max_login_fails: int
     idle_timeout: float
+    #: how long a data channel may stall (vsftpd data_connection_timeout, IIS
+    #: dataChannelTimeout)
+    data_timeout: float
     #: strip Telnet IAC sequences from command lines (vsftpd passes them through)
     telnet: bool
     #: connect an active data channel at PORT time (FTP 7.5) rather than at transfer time
@@ -321,7 +324,8 @@ def vsftpd(version: str = "3.0.3") -> Dialect:
         feat_head="211-Features:", feat_tail="211 End",
         case_insensitive=False,
         prelogin=frozenset({"USER", "PASS", "QUIT", "FEAT", "OPTS", "AUTH", "PBSZ", "PROT"}),
-        max_login_fails=3, idle_timeout=300.0, telnet=False, connect_on_port=False,
+        max_login_fails=3, idle_timeout=300.0, data_timeout=300.0, telnet=False,
+        connect_on_port=False,
         mlsd=False, close_on_long_line=True, refuse_low_ports=True,
         ascii_convert=False, pasv_on_ipv6=True, close_on_data_timeout=True,
     )
@@ -338,7 +342,8 @@ def iis(version: str = "7.5") -> Dialect:
         case_insensitive=True,
         prelogin=frozenset({"USER", "PASS", "QUIT", "FEAT", "OPTS", "AUTH", "PBSZ", "PROT",
                             "SYST", "HELP", "NOOP", "HOST", "LANG", "CLNT", "CCC"}),
-        max_login_fails=0, idle_timeout=120.0, telnet=True, connect_on_port=True,
+        max_login_fails=0, idle_timeout=120.0, data_timeout=30.0, telnet=True,
+        connect_on_port=True,
         mlsd=True, close_on_long_line=False, refuse_low_ports=False,
         ascii_convert=True, pasv_on_ipv6=False, close_on_data_timeout=False,
         own_verbs=frozenset({"HOST", "LANG", "CLNT", "CCC"}),
