@@ -8,7 +8,7 @@ import ssl
 import time
 from typing import Any
 
-from muscipula.incidents import Connection
+from muscipula.incidents import Bus, Connection
 from muscipula.machine import Peer
 from muscipula.net.runtime import ServiceRuntime
 from muscipula.net.session import Session
@@ -26,7 +26,7 @@ def addr_pair(sockaddr: Any) -> tuple[str, int]:
 class StreamDriver(Session, asyncio.Protocol):
     """Feeds one TCP/TLS connection's bytes to its machine and carries out the answers."""
 
-    __slots__ = ("admitted", "implicit_tls", "tls", "transport")
+    __slots__ = ("admitted", "held_data", "implicit_tls", "tls", "transport")
 
     def __init__(self, rt: ServiceRuntime, implicit_tls: bool = False) -> None:
         # Session state is filled in connection_made, when the addresses are known.
@@ -37,6 +37,8 @@ class StreamDriver(Session, asyncio.Protocol):
         self.admitted = False
         self.closing = False
         self.close_reason = ""
+        #: a chunk read while the sinks were congested, fed when they caught up
+        self.held_data: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -76,21 +78,37 @@ class StreamDriver(Session, asyncio.Protocol):
         self.call("start")
 
     def data_received(self, data: bytes) -> None:
+        bus = self.rt.shared.bus
+        if bus.congested and self._hold(bus, data):
+            return
         if self.tls is None:
             self.received(data)
         elif self.closing or not self.count_in(len(data)):
             return
         else:
             self._tls_in(data)
-        if self.rt.shared.bus.congested and not self.closing and self.transport is not None:
-            self.transport.pause_reading()
-            self.rt.shared.bus.hold(self)
+        if bus.congested:
+            self._hold(bus, None)
+
+    def _hold(self, bus: Bus, data: bytes | None) -> bool:
+        """Stop reading until the sinks caught up; a chunk not yet fed waits with us."""
+        transport = self.transport
+        if self.closing or transport is None or transport.is_closing():
+            return False
+        self.held_data = data
+        transport.pause_reading()
+        bus.hold(self)
+        return True
 
     def resume(self) -> None:
         """The sinks caught up (see Bus.hold)."""
         transport = self.transport
-        if not self.closing and transport is not None and not transport.is_closing():
-            transport.resume_reading()
+        if self.closing or transport is None or transport.is_closing():
+            return
+        data, self.held_data = self.held_data, None
+        transport.resume_reading()
+        if data is not None:
+            self.data_received(data)
 
     def _tls_in(self, data: bytes) -> None:
         tls = self.tls

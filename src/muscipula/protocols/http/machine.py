@@ -127,9 +127,8 @@ class HttpMachine(BaseMachine):
     def receive(self, data: bytes, now: float) -> list[Action]:
         if self.state == IDLE and not self.buf:
             # the common case, one whole request per read, seen before this second
-            answer = self.answers.get(data, int(now))
-            if answer is not None and (not answer.budgeted
-                                       or self.count + 1 < self.svc.limits.requests):
+            answer = self._cached(data, now)
+            if answer is not None:
                 return self._reuse(answer, now)
         if self.state == DONE:
             return []
@@ -212,9 +211,8 @@ class HttpMachine(BaseMachine):
             head = bytes(buf[:end])
             del buf[:end]
             self.scan_from = 0
-            answer = self.answers.get(head, int(now))
-            if answer is not None and (not answer.budgeted
-                                       or self.count + 1 < self.svc.limits.requests):
+            answer = self._cached(head, now)
+            if answer is not None:
                 out += self._reuse(answer, now)
                 continue
             self._head(head, out, now)
@@ -384,17 +382,25 @@ class HttpMachine(BaseMachine):
         self.answers.put(head, Answer(int(now), actions, close, budgeted),
                          len(actions[0].data))
 
+    def _cached(self, head: bytes, now: float) -> Answer | None:
+        """The answer kept for `head` this second, if this request may reuse it."""
+        answer = self.answers.get(head, int(now))
+        if answer is None or (answer.budgeted and self.count + 1 >= self.svc.limits.requests):
+            return None
+        return answer
+
     def _reuse(self, answer: Answer, now: float) -> list[Action]:
+        """The kept actions, in a list of this call's own (callers may extend it)."""
         self.count += 1
         if answer.close:
             self._finish()
-            return answer.actions
+            return list(answer.actions)
         self.state = IDLE
         self.deadline = now + self.svc.limits.keepalive_timeout
         if self.wake_at is None or self.deadline < self.wake_at:
             self.wake_at = self.deadline
             return [*answer.actions, Wake(self.deadline)]
-        return answer.actions
+        return list(answer.actions)
 
     def _context(self, now: float, keep: bool) -> Context:
         return Context(now, keep, self.scheme, self.peer.local_port)
