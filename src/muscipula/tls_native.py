@@ -24,7 +24,9 @@ _SSL_CTRL_SET_GROUPS_LIST = 92
 
 @cache
 def _lib() -> ctypes.CDLL | None:
-    if sys.implementation.name != "cpython":
+    # the context object's layout (its SSL_CTX pointer right after the object header)
+    # is that of these CPython versions; any other gets OpenSSL's defaults
+    if sys.implementation.name != "cpython" or not (3, 8) <= sys.version_info[:2] <= (3, 13):
         return None
     try:
         import _ssl
@@ -60,7 +62,10 @@ def _apply(ctx: ssl.SSLContext, what: str, call: Callable[[ctypes.CDLL, int], in
         log.warning("%s left at the library's defaults", what)
         return False
     lib, ptr = found
-    return call(lib, ptr) == 1
+    if call(lib, ptr) != 1:
+        log.warning("%s refused by OpenSSL: left at the library's defaults", what)
+        return False
+    return True
 
 
 def set_ciphersuites(ctx: ssl.SSLContext, suites: str | list[str]) -> bool:
