@@ -10,12 +10,13 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from muscipula import services
 from muscipula.config import Config
-from muscipula.incidents import Bus
+from muscipula.incidents import Bus, Connection
 from muscipula.net import datagram, stream
 from muscipula.net.listeners import (
     BindError,
@@ -29,6 +30,17 @@ from muscipula.persona import PersonaView, resolve
 from muscipula.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def open_records(shared: Shared) -> Iterator[Connection]:
+    """Every open connection's record, each parent before its children: what a restarted
+    sink process is told of again."""
+    for session in list(shared.sessions):
+        yield session.conn
+        for child in list((session.children or {}).values()):
+            conn = getattr(child, "conn", None)
+            if conn is not None:
+                yield conn
 
 
 def endpoints(config: Config, port_offset: int = 0,
@@ -127,6 +139,12 @@ class Engine:
                                       caps=Caps(cfg.limits.max_connections),
                                       transcripts=writer, tls_context=lambda: tls_ctx,
                                       transcript_room=cfg.limits.max_transcript_memory)
+        self._sink_host.open_connections = lambda: open_records(shared)
+
+        def give_back(size: int) -> None:  # the writer is done with a transcript's bytes
+            shared.transcript_room += size
+
+        writer.release = give_back
         runtimes = {ep.service: self._runtime(ep.service, shared, persona) for ep, _ in bound}
         for rt in runtimes.values():  # one context per distinct profile, made before the drop
             rt.tls_context = tls.getter(rt.name)

@@ -10,19 +10,22 @@ a few times a second the list is handed to a writer off the loop (the engine's i
 in the sink process, sinks/process.py; `TranscriptWriter` is a thread), which
 encodes it and appends with one write per file, so the loop never waits on the
 disk nor pays a hand-off per connection. Past `max_pending` waiting transcripts,
-new ones are dropped and counted.
+new ones are dropped and counted. A transcript's bytes stay charged to the sessions'
+budget (limits.max_transcript_memory) until the writer has taken them off the list:
+the writer gives them back through `release`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +56,8 @@ class TranscriptSink(Protocol):
 
     written: int
     dropped: int
+    #: given the bytes of transcripts once they left the writer's list (sent or dropped)
+    release: Callable[[int], None] | None
 
     def put(self, conn: Connection, started: float,
             chunks: list[tuple[float, int, bytes]]) -> None: ...
@@ -113,6 +118,8 @@ class TranscriptWriter:
         self.interval = interval
         self.pending: deque[Pending] = deque()
         self._dropped = 0
+        self.release: Callable[[int], None] | None = None
+        self._loop: Any = None  # where `release` runs (it is called from the thread)
         self._stop = False
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="transcripts", daemon=True)
@@ -131,7 +138,14 @@ class TranscriptWriter:
         n = len(self.pending)
         if n >= self.max_pending:
             self._dropped += 1
+            if self.release is not None:
+                self.release(sum(len(c[2]) for c in chunks))
             return
+        if self._loop is None and self.release is not None:
+            import asyncio
+
+            with contextlib.suppress(RuntimeError):  # none running: called from the thread
+                self._loop = asyncio.get_running_loop()
         self.pending.append((conn, started, chunks))
         if n == self.max_pending // 2:  # falling behind: drain now rather than at the tick
             self._wake.set()
@@ -151,6 +165,13 @@ class TranscriptWriter:
         pending = self.pending
         items = [pending.popleft() for _ in range(min(len(pending), 5000))]
         self.files.write(items)
+        size = sum(len(c[2]) for item in items for c in item[2])
+        loop, release = self._loop, self.release
+        if release is not None and size:
+            if loop is None:
+                release(size)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(release, size)
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything pending, then stop the thread."""

@@ -143,3 +143,31 @@ def test_rotation_config_reaches_the_sink(tmp_path):
     assert len(files) > 2
     total = sum(len(f.read_text().splitlines()) for f in files)
     assert total == 20
+
+
+def test_one_fields_object_under_two_names_is_shaped_by_each(tmp_path, monkeypatch):
+    """The session emits one dict as download.complete.hash and .unique."""
+    from muscipula.sinks import jsonlog
+
+    monkeypatch.setitem(jsonlog.COLLECTORS, "download.complete.hash",
+                        (("hashes",), lambda f: f["md5"]))
+    monkeypatch.setitem(jsonlog.COLLECTORS, "download.complete.unique",
+                        (("unique",), lambda f: f["url"]))
+    c = conn(1)
+    base = {"url": "http://x/a", "md5": "0" * 32, "sha256": "1" * 64, "size": 3}
+    (obj,) = run(tmp_path, [[
+        Incident("connection.tcp.accept", 1, T0, {"connection": c}),
+        Incident("download.complete.hash", 1, T0, base),
+        Incident("download.complete.unique", 1, T0, base),
+        Incident("connection.free", 1, T0, {"connection": c}),
+    ]])
+    assert obj["hashes"] == ["0" * 32] and obj["unique"] == ["http://x/a"]
+
+
+def test_items_of_a_connection_never_announced_are_counted_skipped(tmp_path):
+    sink = JsonLog(tmp_path / "j.json", JsonSink())
+    sink.open_sync()
+    sink.write_sync([Incident("login", 5, T0, {"username": "u", "password": "p"}),
+                     Incident("blackhole.data", 5, T0, {"size": 1})])  # nothing to fold
+    sink.close_sync()
+    assert sink.skipped == 1

@@ -198,3 +198,74 @@ def test_seed_query_runs_verbatim_on_rows_written_through_the_sink(tmp_path, mon
     query = (DATA / "seed-query.sql").read_text()
     rows = open_db(db_path).execute(query).fetchall()
     assert rows == [(2, SRVSVC, "SRVSVC", 99), (1, DCOM, "DCOM", 7)]
+
+
+# the http tables as a release before http_headers became a view made them
+OLD_HTTP_DDL = """
+CREATE TABLE http_requests (http_request INTEGER PRIMARY KEY, connection INTEGER,
+    http_request_method TEXT, http_request_target TEXT, http_request_version TEXT,
+    http_request_host TEXT, http_request_user_agent TEXT, http_request_status INTEGER,
+    http_request_body_size INTEGER, http_request_body BLOB);
+CREATE INDEX http_requests_connection_idx ON http_requests (connection);
+CREATE TABLE http_headers (http_header INTEGER PRIMARY KEY, http_request INTEGER,
+    connection INTEGER, http_header_index INTEGER, http_header_name TEXT,
+    http_header_value TEXT);
+CREATE INDEX http_headers_request_idx ON http_headers (http_request);
+CREATE INDEX http_headers_name_idx ON http_headers (http_header_name);
+INSERT INTO http_requests VALUES (1, 1, 'GET', '/old', '1.1', 'h', 'ua', 200, 0, x'');
+INSERT INTO http_headers VALUES (1, 1, 1, 0, 'Host', 'h');
+"""
+
+
+def test_an_old_http_headers_table_is_kept_aside_and_the_view_made(tmp_path):
+    db_path = tmp_path / "logsql.sqlite"
+    with sqlite3.connect(db_path) as db:
+        db.executescript(OLD_HTTP_DDL)
+    db.close()
+    c = conn(1)
+    request = {"method": "GET", "target": "/new", "version": "1.1", "host": "h",
+               "user_agent": "x", "headers": [("Host", "h"), ("User-Agent", "x")],
+               "status": 200, "body_size": 0, "body": b""}
+    run_sink(db_path, [[Incident("connection.tcp.accept", 1, 0, {"connection": c}),
+                        Incident("http.request", 1, 0, request)]])
+    run_sink(db_path, [])  # opening it again changes nothing more
+    db = open_db(db_path)
+    kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name LIKE "
+                            "'http_headers%' AND type IN ('table', 'view')").fetchall())
+    assert kinds == {"http_headers": "view", "http_headers_old": "table"}
+    assert db.execute("SELECT http_header_name, http_header_value FROM http_headers_old"
+                      ).fetchall() == [("Host", "h")]
+    (new,) = db.execute("SELECT http_request FROM http_requests WHERE "
+                        "http_request_target = '/new'").fetchone()
+    assert db.execute("SELECT http_header_index, http_header_name, http_header_value FROM "
+                      "http_headers WHERE http_request = ? ORDER BY http_header_index",
+                      (new,)).fetchall() == [(0, "Host", "h"), (1, "User-Agent", "x")]
+
+
+def test_one_fields_object_under_two_names_makes_each_name_its_row(tmp_path, monkeypatch):
+    """The session emits one dict as download.complete.hash and .unique."""
+    monkeypatch.setitem(logsql.ROWS, "download.complete.unique", (
+        "INSERT INTO offers (connection, offer_url) VALUES (?,?)",
+        lambda f: ("unique:" + f["url"],)))
+    c = conn(1)
+    base = {"url": "http://x/a", "md5": "0" * 32, "sha256": "1" * 64, "size": 3}
+    sink = run_sink(tmp_path / "logsql.sqlite", [[
+        Incident("connection.tcp.accept", 1, 0, {"connection": c}),
+        Incident("download.complete.hash", 1, 0, base),
+        Incident("download.complete.unique", 1, 0, base),
+    ]])
+    db = open_db(tmp_path / "logsql.sqlite")
+    assert sink.bad_rows == 0
+    assert db.execute("SELECT download_url, download_md5_hash FROM downloads").fetchall() == [
+        ("http://x/a", "0" * 32)]
+    assert db.execute("SELECT offer_url FROM offers").fetchall() == [("unique:http://x/a",)]
+
+
+def test_rows_of_a_connection_never_announced_are_counted_skipped(tmp_path):
+    sink = run_sink(tmp_path / "logsql.sqlite", [[
+        Incident("login", 5, 0, {"username": "u", "password": "p"}),
+        Incident("login", 0, 0, {"username": "u", "password": "p"}),  # no connection: kept
+    ]])
+    assert sink.skipped == 1
+    assert open_db(tmp_path / "logsql.sqlite").execute(
+        "SELECT connection FROM logins").fetchall() == [(0,)]

@@ -8,6 +8,9 @@ pydantic, no event loop. Each sink runs in its own thread fed by its own pipe.
 Besides the final count when its pipe closes, each sink reports its running
 count on stdout after every batch (a line per few hundred incidents), so that if
 this process dies the parent knows how many of the incidents it sent were written.
+Incidents a sink skipped (`skipped`: their connection was never announced to it)
+count as failed, not written. A frame ("replay", rows) re-announces the connections
+still open to a restarted process: written, but not counted (they are no incidents).
 """
 
 from __future__ import annotations
@@ -117,12 +120,22 @@ def serve(name: str, kind: str, args: tuple[Any, ...], fd: int, out: _Out) -> No
             except Exception:
                 log.exception("sink %s: a batch could not be read", name)
                 continue
+            if type(batch) is tuple:  # ("replay", rows): not incidents of the bus
+                if write is not None:
+                    try:
+                        write(batch[1])
+                    except Exception:
+                        log.exception("sink %s: open connections not announced", name)
+                continue
             if write is None:
                 failed += len(batch)
             else:
+                skipped = getattr(sink, "skipped", 0)
                 try:
                     write(batch)
-                    written += len(batch)
+                    lost = getattr(sink, "skipped", 0) - skipped
+                    written += len(batch) - lost
+                    failed += lost
                 except Exception:
                     failed += len(batch)
                     log.exception("sink %s failed on a batch of %d incidents", name, len(batch))

@@ -235,6 +235,9 @@ class JsonLog:
         self.open_conns: dict[int, dict[str, Any]] = {}
         self.file: RotatingFile | None = None
         self.overflow = 0
+        #: incidents with something to fold whose connection was never seen (the sink
+        #: started late): the sink process reports them failed, not written
+        self.skipped = 0
         #: bytes of collected JSON text held for open connections (max_pending_bytes)
         self.pending_bytes = 0
         self._pool: ThreadPoolExecutor | None = None
@@ -285,13 +288,16 @@ class JsonLog:
         conns = self.open_conns
         collectors = {} if self.cfg.flat_data else COLLECTORS
         budget = self.cfg.max_pending_bytes
-        memo: dict[int, Raw] = {}  # id(fields) -> its item's text, within this batch
+        # (name, id(fields)) -> its item's text, within this batch: one fields object may
+        # be emitted under several names, each shaped its own way
+        memo: dict[tuple[str, int], Raw] = {}
         for inc in batch:
             name = inc.name
             col = collectors.get(name)
             if col is not None:  # the fast path: requests, commands
                 obj = conns.get(inc.conn)
                 if obj is None:
+                    self._skip(inc)
                     continue
                 lists = obj["_lists"]
                 items = lists.get(col[0])
@@ -300,10 +306,11 @@ class JsonLog:
                 if len(items) >= obj["_cap"]:
                     continue
                 fields = inc.fields
-                raw = memo.get(id(fields))
+                key = (name, id(fields))
+                raw = memo.get(key)
                 if raw is None:
                     try:
-                        raw = memo[id(fields)] = Raw(_encode(col[1](fields)))
+                        raw = memo[key] = Raw(_encode(col[1](fields)))
                     except (TypeError, ValueError, KeyError, AttributeError):
                         obj["_left_out"] += 1
                         continue
@@ -331,6 +338,8 @@ class JsonLog:
             else:
                 obj = conns.get(inc.conn)
                 if obj is None:
+                    if name in FOLDERS or name in _SCOPED_NAMES:
+                        self._skip(inc)
                     continue
                 fn = FOLDERS.get(name)
                 if fn is not None:
@@ -340,6 +349,12 @@ class JsonLog:
                     if fn is not None:
                         fn(obj, inc)
         return lines
+
+    def _skip(self, inc: Incident) -> None:
+        """An incident for a connection this sink holds no object for (never announced to
+        it, or past max_open_connections): not written, so counted."""
+        if inc.conn:
+            self.skipped += 1
 
     def write_sync(self, batch: list[Incident]) -> None:
         """Fold and write in the sink's one thread: the event loop only hands the batch over."""

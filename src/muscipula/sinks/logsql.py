@@ -159,10 +159,19 @@ _CONNECTION_INSERT = (
 
 def _add_missing_columns(db: sqlite3.Connection, script: str) -> None:
     """A database made by an older release gets the columns added since (schema changes
-    are additive); the tables as the script makes them are read off an empty copy."""
+    are additive); the tables as the script makes them are read off an empty copy.
+
+    A table that has become a view (http_headers) is renamed `<name>_old`, its rows kept,
+    so that the script's CREATE VIEW IF NOT EXISTS makes the view instead of finding the
+    table there and leaving it to go stale."""
     fresh = sqlite3.connect(":memory:")
     try:
         fresh.executescript(script)
+        views = [r[0] for r in fresh.execute("SELECT name FROM sqlite_master WHERE type='view'")]
+        for name in views:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                          (name,)).fetchone():
+                _set_aside(db, name)
         tables = [r[0] for r in fresh.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for name in tables:
             have = {r[1] for r in db.execute(f'PRAGMA table_info("{name}")')}
@@ -175,6 +184,16 @@ def _add_missing_columns(db: sqlite3.Connection, script: str) -> None:
         fresh.close()
 
 
+def _set_aside(db: sqlite3.Connection, name: str) -> None:
+    """Rename table `name` to the first free `<name>_old`, `<name>_old2`, ..."""
+    target, n = f"{name}_old", 1
+    while db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (target,)).fetchone():
+        n += 1
+        target = f"{name}_old{n}"
+    log.warning("logsql: table %s is a view now; its old rows are kept in %s", name, target)
+    db.execute(f'ALTER TABLE "{name}" RENAME TO "{target}"')
+
+
 class LogSql:
     name = "logsql"
 
@@ -185,6 +204,9 @@ class LogSql:
         self.ids: dict[int, int] = {}
         self.next_id = 1
         self.bad_rows = 0
+        #: incidents not written because their connection was never seen (sink started late):
+        #: the sink process reports them failed, not written
+        self.skipped = 0
         self._pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ setup
@@ -235,8 +257,14 @@ class LogSql:
 
     # ---------------------------------------------------------------- writing
 
-    def _connection(self, c: Connection, out: list[tuple[Any, ...]]) -> int:
+    def _connection(self, c: Connection, out: list[tuple[Any, ...]], replayed: bool = False
+                    ) -> int:
         ids = self.ids
+        if replayed:  # announced again to a restarted sink: its row may be there already
+            rowid = self._existing(c)
+            if rowid is not None:
+                ids[c.id] = rowid
+                return rowid
         rowid = self.next_id
         self.next_id = rowid + 1
         parent = ids.get(c.parent) if c.parent else None
@@ -245,6 +273,17 @@ class LogSql:
                     c.local_host, c.local_port, c.remote_host, "", c.remote_port))
         ids[c.id] = rowid
         return rowid
+
+    def _existing(self, c: Connection) -> int | None:
+        """The row an earlier sink process wrote for `c`, if it did (found by start time)."""
+        assert self.db is not None
+        row = self.db.execute(
+            "SELECT connection FROM connections WHERE connection_timestamp = ? AND "
+            "connection_transport = ? AND connection_type = ? AND local_port IS ? AND "
+            "remote_host IS ? AND remote_port IS ? ORDER BY connection DESC LIMIT 1",
+            (c.start, c.transport, c.type, c.local_port, c.remote_host, c.remote_port),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def write_sync(self, batch: list[Incident]) -> None:
         self.write_rows([(i.name, i.conn, i.time, i.fields) for i in batch])
@@ -256,7 +295,9 @@ class LogSql:
         ids = self.ids
         conns: list[tuple[Any, ...]] = []
         pending: dict[str, list[tuple[Any, ...]]] = {}  # INSERT -> rows
-        seen: dict[int, tuple[Any, ...] | None] = {}  # id(fields) -> values, in this batch
+        # (name, id(fields)) -> values, in this batch: one fields object may be emitted
+        # under several names (download.complete.hash and .unique share theirs)
+        seen: dict[tuple[str, int], tuple[Any, ...] | None] = {}
         row_fns, writers = ROWS, WRITERS
         cur.execute("BEGIN")
         try:
@@ -274,7 +315,7 @@ class LogSql:
                         if cid not in ids and name != "connection.free":
                             c = fields.get("connection")
                             if isinstance(c, Connection):
-                                self._connection(c, conns)
+                                self._connection(c, conns, "replayed" in fields)
                     fn = writers.get(name)
                     if fn is not None:
                         conn = ids.get(cid)
@@ -283,15 +324,18 @@ class LogSql:
                                 cur.executemany(_CONNECTION_INSERT, conns)
                                 conns = []
                             self._inline(cur, fn, Incident(name, cid, when, fields), conn or 0)
+                        else:
+                            self.skipped += 1
                     if name == "connection.free":
                         ids.pop(cid, None)
                     continue
                 conn = ids.get(cid)
                 if conn is None:
                     if cid:
-                        continue  # its connection row was never seen (sink started late)
+                        self.skipped += 1  # its connection row was never seen
+                        continue
                     conn = 0
-                key = id(fields)
+                key = (name, id(fields))
                 if key in seen:
                     values = seen[key]
                 else:

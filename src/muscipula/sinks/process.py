@@ -12,7 +12,10 @@ The child (sinks/child.py) loads only the sinks and the protocols' records
 modules, ignores SIGINT/SIGTERM and runs until its pipes close: the parent
 closes them at shutdown and waits for each sink's final count, so `written`
 means written by the sink, not merely handed over. A child that dies is started
-again (SinkHost).
+again (SinkHost): meanwhile each sink's write waits for it (the bus keeps queueing,
+and with backpressure holds the network), and the new child is first told of the
+connections still open (`open_connections`), whose later incidents it would
+otherwise have no connection row or JSON object for.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ import pickle
 import struct
 import sys
 from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from muscipula.incidents import Incident
+from muscipula.incidents import Connection, Incident
 
 log = logging.getLogger(__name__)
 _LEN = struct.Struct("<I")
@@ -72,12 +76,20 @@ class SinkHost:
     """One child process for every sink made with `sink()`; started by the first open.
 
     If the child dies it is started again (after `restart_delay`, doubling up to
-    `max_restart_delay` while it keeps dying young): meanwhile the sinks' writes fail
-    and the bus counts them failed, and what the dead child had not reported written
-    is counted failed at close.
+    `max_restart_delay` while it keeps dying young): meanwhile the sinks' writes wait
+    for it, up to `respawn_timeout` (then that batch fails and the bus counts it), and
+    what the dead child had not reported written is counted failed at close.
     """
 
-    def __init__(self, restart_delay: float = 0.5, max_restart_delay: float = 30.0) -> None:
+    def __init__(self, restart_delay: float = 0.5, max_restart_delay: float = 30.0,
+                 respawn_timeout: float = 45.0) -> None:
+        #: the connections open now, parents before their children (set by the engine):
+        #: announced again to a restarted child
+        self.open_connections: Callable[[], Iterable[Connection]] | None = None
+        self.respawn_timeout = respawn_timeout
+        #: the child died and is not running again yet
+        self.down = False
+        self._waiters: list[asyncio.Future[None]] = []
         self.sinks: list[ProcessSink] = []
         self.proc: asyncio.subprocess.Process | None = None
         self.results: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -154,7 +166,35 @@ class SinkHost:
             transport, pipe = await loop.connect_write_pipe(
                 _Pipe, os.fdopen(w, "wb", buffering=0))
             s.attach(transport, pipe)
+            if restart:
+                s.replay_due = True
         self._reader = loop.create_task(self._read_results(proc, self.results))
+        self.down = False
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake the writes waiting for the child (it died, is back, or we are closing)."""
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def changed(self, timeout: float) -> None:
+        """Until the child dies or is back (or we close), at most `timeout` seconds."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, timeout)
+
+    def connections(self) -> list[Connection]:
+        """The open connections, as the engine lists them (none if it cannot)."""
+        if self.open_connections is None:
+            return []
+        try:
+            return list(self.open_connections())
+        except Exception:
+            log.exception("the open connections could not be listed")
+            return []
 
     async def ready(self, timeout: float = 30.0) -> None:
         """Until the child has imported what the sinks need (or has exited)."""
@@ -188,14 +228,25 @@ class SinkHost:
 
     def _child_died(self, proc: asyncio.subprocess.Process) -> None:
         loop = asyncio.get_running_loop()
+        delay = self._backoff(loop.time() - self._started_at)
         log.error("the sink process exited (%s); restarting it in %.1f s", proc.returncode,
-                  self._delay)
+                  delay)
+        open_now = self.connections()  # their incidents still queued need them announced
         for s in self.sinks:
             s.detach()
-        if loop.time() - self._started_at > 60:  # it had lived: start again quickly
+            if s.announces:  # a child that died before it heard the last ones: those too
+                s.replay = [*s.replay, *open_now]
+        self.down = True
+        self._notify()
+        self._restart = loop.call_later(delay, lambda: loop.create_task(self._respawn()))
+
+    def _backoff(self, lived: float) -> float:
+        """The wait before the next start: doubling while the child dies young (it lived
+        `lived` seconds), back to `restart_delay` once it had lived a minute."""
+        if lived > 60:
             self._delay = self.restart_delay
         delay, self._delay = self._delay, min(self._delay * 2, self.max_restart_delay)
-        self._restart = loop.call_later(delay, lambda: loop.create_task(self._respawn()))
+        return delay
 
     async def _respawn(self) -> None:
         self._restart = None
@@ -209,12 +260,13 @@ class SinkHost:
             if self.proc is not None and self.proc.returncode is None:
                 return
             loop = asyncio.get_running_loop()
-            delay, self._delay = self._delay, min(self._delay * 2, self.max_restart_delay)
+            delay = self._backoff(0.0)
             self._restart = loop.call_later(delay, lambda: loop.create_task(self._respawn()))
 
     async def finished(self, sink: ProcessSink, timeout: float) -> dict[str, Any]:
         """Wait for `sink`'s final count (its pipe is closed); the last one reaps the child."""
         self.closing = True
+        self._notify()
         if self._restart is not None:
             self._restart.cancel()
             self._restart = None
@@ -242,6 +294,9 @@ class SinkHost:
 class ProcessSink:
     """The parent's side of one sink running in the host process."""
 
+    #: a restarted child is told of the open connections before this sink's next batch
+    announces = True
+
     def __init__(self, host: SinkHost, name: str, kind: str, args: tuple[Any, ...]) -> None:
         self.host = host
         self.name = name
@@ -256,6 +311,10 @@ class ProcessSink:
         #: incidents counted written by the bus that no child wrote (final at close)
         self.unwritten = 0
         self.close_timeout = 60.0
+        #: the child was started again: announce the open connections before the next batch
+        self.replay_due = False
+        #: the connections open when the last child died
+        self.replay: list[Connection] = []
 
     def attach(self, transport: asyncio.WriteTransport, pipe: _Pipe) -> None:
         """The pipe to a new child."""
@@ -275,6 +334,11 @@ class ProcessSink:
         await self.host.start()
 
     async def write(self, batch: list[Incident]) -> None:
+        pipe = self.pipe
+        if pipe is None or pipe.lost:
+            await self._child_back()
+        if self.replay_due:
+            self._replay()
         rows = [(i.name, i.conn, i.time, i.fields) for i in batch]
         try:
             ok = self._frame(rows)
@@ -286,6 +350,39 @@ class ProcessSink:
         pipe = self.pipe
         if pipe is not None and pipe.paused:
             await pipe.drain()
+
+    async def _child_back(self) -> None:
+        """Wait for a restarted child rather than fail the batch (the bus keeps it meanwhile).
+
+        A pipe lost while the host has not seen its child die yet gets a short grace for
+        that; a child that does not come back in `respawn_timeout` fails the batch."""
+        host = self.host
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + host.respawn_timeout
+        grace = min(loop.time() + 2.0, deadline)
+        while self.pipe is None or self.pipe.lost:
+            now = loop.time()
+            until = deadline if host.down else grace
+            if host.closing or now >= until:
+                raise RuntimeError(f"sink process for {self.name} is gone")
+            await host.changed(until - now)
+
+    def _replay(self) -> None:
+        """Announce the connections open at the child's death and now, once, in one frame."""
+        self.replay_due = False
+        seen: set[int] = set()
+        rows = []
+        for c in [*self.replay, *self.host.connections()]:
+            if c.id not in seen:
+                seen.add(c.id)
+                rows.append((f"connection.{c.transport}.{c.type}", c.id, c.start,
+                             {"connection": c, "replayed": True}))
+        self.replay = []
+        if rows:
+            try:
+                self._frame(("replay", rows))
+            except Exception:
+                log.exception("sink %s: open connections not announced", self.name)
 
     def _sent(self, n: int) -> None:
         self.sent += n
@@ -319,7 +416,14 @@ class ProcessTranscripts(ProcessSink):
     behind leaves transcripts in the list (they are the session's own chunks, no copy)
     rather than pickled copies in the pipe's buffer. Past `max_pending` transcripts
     waiting, new ones are dropped and counted.
+
+    The bytes of a transcript stay charged to the sessions' budget
+    (limits.max_transcript_memory) while they wait here: `release` is given them back
+    once they are pickled into the pipe or dropped, so that a child that falls behind
+    makes sessions record less instead of letting the list grow by 10,000 transcripts.
     """
+
+    announces = False  # transcripts carry their connection record with them
 
     def __init__(self, host: SinkHost, root: Any, max_pending: int = 10_000,
                  interval: float = 0.2, frame_bytes: int = 1 << 20) -> None:
@@ -333,14 +437,27 @@ class ProcessTranscripts(ProcessSink):
         self.written = 0
         self._dropped = 0
         self._timer: asyncio.TimerHandle | None = None
+        #: called with the bytes of transcripts that left the list (set by the engine)
+        self.release: Callable[[int], None] | None = None
 
     @property
     def dropped(self) -> int:
         return self._dropped + self.unwritten
 
+    def _give_back(self, size: int) -> None:
+        if size and self.release is not None:
+            self.release(size)
+
+    def _drop(self) -> None:
+        """Everything still waiting is lost (no child to take it)."""
+        self._dropped += len(self.pending)
+        self._give_back(sum(_size(item) for item in self.pending))
+        self.pending.clear()
+
     def put(self, conn: Any, started: float, chunks: list[tuple[float, int, bytes]]) -> None:
         if len(self.pending) >= self.max_pending:
             self._dropped += 1
+            self._give_back(_size((conn, started, chunks)))
             return
         self.pending.append((conn, started, chunks))
         if self._timer is None:
@@ -353,8 +470,7 @@ class ProcessTranscripts(ProcessSink):
             self._timer = None
         pending, pipe = self.pending, self.pipe
         if pipe is None or pipe.lost:
-            self._dropped += len(pending)
-            pending.clear()
+            self._drop()
             return
         pipe.on_resume = self.flush
         while pending and not pipe.paused:
@@ -362,8 +478,14 @@ class ProcessTranscripts(ProcessSink):
             while pending and (not items or size < self.frame_bytes):
                 item = pending.popleft()
                 items.append(item)
-                size += sum(len(c[2]) for c in item[2])
-            if not self._frame(items):
+                size += _size(item)
+            try:
+                ok = self._frame(items)
+            except Exception:
+                log.exception("transcripts could not be sent to the sink process")
+                ok = False
+            self._give_back(size)  # pickled into the pipe's buffer, or lost
+            if not ok:
                 self._dropped += len(items)
                 continue
             self._sent(len(items))
@@ -380,10 +502,14 @@ class ProcessTranscripts(ProcessSink):
             self.flush()
             if pipe.paused:
                 await pipe.drain()
-        self._dropped += len(self.pending)
-        self.pending.clear()
+        self._drop()
         await self.close()
         self.written = self.sent - self.unwritten
+
+
+def _size(item: tuple[Any, float, list[tuple[float, int, bytes]]]) -> int:
+    """The transcript bytes of one waiting transcript (what its session charged)."""
+    return sum(len(c[2]) for c in item[2])
 
 
 def _picklable(rows: list[tuple[str, int, float, Any]]) -> list[tuple[str, int, float, Any]]:
