@@ -250,6 +250,10 @@ def test_max_transcript_memory_is_shared_by_open_connections(tmp_path):
             for w in writers:
                 w.close()
             await settle(rec, "connection.free", 3)
+            for _ in range(300):  # given back once the writer has sent them to its process
+                if eng.shared.transcript_room == 3000:
+                    break
+                await asyncio.sleep(0.01)
             room = eng.shared.transcript_room
             _, w = await connect(port)  # the budget is back once they are written
             w.write(b"b" * 2000)

@@ -79,8 +79,8 @@ class Session:
     def emit(self, name: str, fields: dict[str, Any] | None = None, conn: int = 0) -> None:
         self.rt.shared.bus.emit(name, conn or self.conn.id, fields)
 
-    def record(self, direction: int, data: bytes) -> None:
-        """Keep transcript bytes, up to the configured bound."""
+    def record(self, direction: int, data: bytes, now: float | None = None) -> None:
+        """Keep transcript bytes, up to the configured bounds."""
         if self.transcript is None:
             return
         shared = self.rt.shared
@@ -91,7 +91,8 @@ class Session:
         if room <= 0:
             return
         chunk = data[:room]
-        self.transcript.append((time.time() - self.started, direction, chunk))
+        self.transcript.append(((time.time() if now is None else now) - self.started,
+                                direction, chunk))
         self.transcript_size += len(chunk)
         shared.transcript_room -= len(chunk)
         if direction:
@@ -123,16 +124,8 @@ class Session:
         if self.bytes_in > limits.max_bytes_in:
             self.limit("max_bytes_in", limits.max_bytes_in)
             return
-        transcript = self.transcript
-        if transcript is not None:
-            shared = self.rt.shared
-            room = min(limits.max_transcript_bytes - self.transcript_size,
-                       shared.transcript_room)
-            if room > 0:
-                chunk = data[:room]
-                transcript.append((now - self.started, 0, chunk))
-                self.transcript_size += len(chunk)
-                shared.transcript_room -= len(chunk)
+        if self.transcript is not None:
+            self.record(0, data, now)
         try:
             actions = self.machine.receive(data, now)
         except Exception:
@@ -291,10 +284,11 @@ class Session:
         })
         writer = self.rt.shared.transcripts
         if writer is not None and self.transcript:
+            # the bytes stay charged until the writer has sent or dropped them (its release)
             writer.put(self.conn, self.started, self.transcript)
+        else:
+            self.rt.shared.transcript_room += self.transcript_size
         self.transcript = None
-        # handed to the writer: its own bound (max_pending) covers it from here
-        self.rt.shared.transcript_room += self.transcript_size
         self.transcript_size = 0
 
     def child_failed(self, tag: str, reason: str) -> None:
