@@ -59,6 +59,13 @@ class MysqlConfig(ServiceConfig):
     max_arg_chars: PositiveInt = 65536
     #: the most one compressed packet may inflate to (CLIENT_COMPRESS), whatever it declares
     max_inflated: PositiveInt = 4 * 1024 * 1024 + 1024
+    #: what one connection's compressed packets may inflate to in all; null: the
+    #: connection's limits.max_bytes_in (which counts compressed bytes only)
+    max_inflated_total: PositiveInt | None = None
+    #: commands one read of compressed packets may carry; past it the connection is dropped
+    max_commands_per_read: PositiveInt = 4096
+    #: rows all open cursors of a connection may hold; past it EXECUTE says the table is full
+    max_cursor_bytes: PositiveInt = 16 * 1024 * 1024
 
 
 def build(ctx: ServiceContext) -> MachineFactory:
@@ -91,7 +98,9 @@ FUZZ_SEEDS = (
 
 def _max_buffer(cfg: MysqlConfig) -> int:
     # a compressed packet in, the plain packets it held, and long data
-    return 2 * (cfg.max_packet + 16) + max(cfg.max_inflated, cfg.max_packet) + cfg.max_long_data
+    # and the rows of open cursors
+    return 2 * (cfg.max_packet + 16) + max(cfg.max_inflated, cfg.max_packet) \
+        + cfg.max_long_data + cfg.max_cursor_bytes
 
 
 SERVICE = ServiceSpec("mysql", "mysqld", MysqlConfig, build,

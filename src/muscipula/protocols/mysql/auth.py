@@ -98,6 +98,20 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", "replace")
 
 
+def _plugin_and_attributes(r: w.Reader, out: Response, caps: int, max_attrs: int) -> None:
+    """The tail both the handshake response and COM_CHANGE_USER end with."""
+    if caps & w.PLUGIN_AUTH and r.left():
+        try:
+            out.plugin = _text(r.str_null())
+        except w.Truncated:
+            out.plugin = _text(r.rest())
+    if caps & w.CONNECT_ATTRS and r.left():
+        block = w.Reader(r.str_lenenc())
+        while block.left() and len(out.attributes) < max_attrs:
+            key = _text(block.str_lenenc())
+            out.attributes[key[:256]] = _text(block.str_lenenc())[:1024]
+
+
 def parse_response(payload: bytes, max_attrs: int = 64) -> Response:
     """Raises wire.Truncated on a short or garbled packet."""
     r = w.Reader(payload)
@@ -127,16 +141,7 @@ def parse_response(payload: bytes, max_attrs: int = 64) -> Response:
         out.auth = r.str_null()
     if caps & w.CONNECT_WITH_DB and r.left():
         out.database = _text(r.str_null())
-    if caps & w.PLUGIN_AUTH and r.left():
-        try:
-            out.plugin = _text(r.str_null())
-        except w.Truncated:
-            out.plugin = _text(r.rest())
-    if caps & w.CONNECT_ATTRS and r.left():
-        block = w.Reader(r.str_lenenc())
-        while block.left() and len(out.attributes) < max_attrs:
-            key = _text(block.str_lenenc())
-            out.attributes[key[:256]] = _text(block.str_lenenc())[:1024]
+    _plugin_and_attributes(r, out, caps, max_attrs)
     return out
 
 
@@ -187,14 +192,5 @@ def parse_change_user(body: bytes, capabilities: int, max_attrs: int = 64) -> Re
     out.database = _text(r.str_null()) if r.left() else ""
     if r.left() >= 2:
         out.charset = r.u16()
-    if capabilities & w.PLUGIN_AUTH and r.left():
-        try:
-            out.plugin = _text(r.str_null())
-        except w.Truncated:
-            out.plugin = _text(r.rest())
-    if capabilities & w.CONNECT_ATTRS and r.left():
-        block = w.Reader(r.str_lenenc())
-        while block.left() and len(out.attributes) < max_attrs:
-            key = _text(block.str_lenenc())
-            out.attributes[key[:256]] = _text(block.str_lenenc())[:1024]
+    _plugin_and_attributes(r, out, capabilities, max_attrs)
     return out

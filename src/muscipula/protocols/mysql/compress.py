@@ -7,7 +7,8 @@ reply to a command takes the sequence after the one the command came in.
 
 A compressed packet says how big it inflates to, but a bomb can lie, so
 inflating stops at the smaller of the declared size and `max_inflated`; anything
-that would need more is refused before it is held.
+that would need more is refused before it is held. What a connection inflates in
+all has its own budget, since a small packet can inflate to a flood of commands.
 """
 
 from __future__ import annotations
@@ -22,55 +23,90 @@ MIN_COMPRESS_LENGTH = 50
 
 
 class CompressError(Exception):
-    """The peer's compressed stream cannot be used; `code` is mysqld's error number."""
+    """The peer's compressed stream cannot be used; `code` is mysqld's error number.
 
-    def __init__(self, code: int, detail: str) -> None:
+    `seq` is the compressed sequence of the packet at fault; `limit` names the
+    configured budget it used up, if that is why.
+    """
+
+    def __init__(self, code: int, detail: str, seq: int, limit: str = "") -> None:
         super().__init__(detail)
         self.code = code
+        self.seq = seq
+        self.limit = limit
 
 
 class Inflater:
-    """Compressed packets in, (sequence, plain bytes) out; holds at most one packet."""
+    """Compressed packets in, one (sequence, plain bytes) at a time out.
 
-    __slots__ = ("buf", "max_inflated", "max_raw")
+    Only one packet is inflated at a time, so a read of many packets never holds
+    all their plain bytes together. `budget` is what the connection may still
+    inflate in all: compressed bytes are what `max_bytes_in` counts, and a
+    packet of pings a thousand times its size must not get past that bound.
+    """
 
-    def __init__(self, max_raw: int, max_inflated: int) -> None:
+    __slots__ = ("budget", "buf", "max_inflated", "max_raw", "pos")
+
+    def __init__(self, max_raw: int, max_inflated: int, budget: int) -> None:
         self.buf = bytearray()
+        self.pos = 0
         self.max_raw = max_raw
         self.max_inflated = max_inflated
+        self.budget = budget
 
     def buffered(self) -> int:
-        return len(self.buf)
+        return len(self.buf) - self.pos
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        """Complete packets so far; raises CompressError on a bad or oversized one."""
+    def feed(self, data: bytes) -> None:
+        if self.pos:
+            del self.buf[:self.pos]
+            self.pos = 0
         self.buf += data
-        out: list[tuple[int, bytes]] = []
-        buf = self.buf
-        while len(buf) >= HEADER:
-            size = buf[0] | buf[1] << 8 | buf[2] << 16
-            seq = buf[3]
-            inflated = buf[4] | buf[5] << 8 | buf[6] << 16
-            if size > self.max_raw or inflated > self.max_inflated:
-                buf.clear()
-                raise CompressError(1153, "compressed packet too large")
-            if len(buf) < HEADER + size:
-                break
-            body = bytes(buf[HEADER:HEADER + size])
-            del buf[:HEADER + size]
-            out.append((seq, body if inflated == 0 else self._inflate(body, inflated)))
-        return out
 
-    def _inflate(self, body: bytes, declared: int) -> bytes:
+    def next(self) -> tuple[int, bytes] | None:
+        """The next complete packet, inflated; None until one is complete.
+
+        Raises CompressError on a bad or oversized packet, or once the budget is spent.
+        """
+        buf, pos = self.buf, self.pos
+        if len(buf) - pos < HEADER:
+            return None
+        size = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+        seq = buf[pos + 3]
+        inflated = buf[pos + 4] | buf[pos + 5] << 8 | buf[pos + 6] << 16
+        if size > self.max_raw or inflated > self.max_inflated:
+            self._drop()
+            raise CompressError(1153, "compressed packet too large", seq)
+        plain_size = inflated or size
+        if plain_size > self.budget:
+            self._drop()
+            raise CompressError(1157, "inflated bytes budget used up", seq,
+                                "max_inflated_total")
+        if len(buf) - pos < HEADER + size:
+            return None
+        body = bytes(buf[pos + HEADER:pos + HEADER + size])
+        self.pos = pos + HEADER + size
+        if self.pos == len(buf):
+            buf.clear()
+            self.pos = 0
+        self.budget -= plain_size
+        return seq, body if inflated == 0 else self._inflate(body, inflated, seq)
+
+    def _drop(self) -> None:
+        self.buf.clear()
+        self.pos = 0
+
+    def _inflate(self, body: bytes, declared: int, seq: int) -> bytes:
         d = zlib.decompressobj()
         try:
             plain = d.decompress(body, declared + 1)
         except zlib.error:
-            self.buf.clear()
-            raise CompressError(1157, "zlib data error") from None
+            self._drop()
+            raise CompressError(1157, "zlib data error", seq) from None
         if len(plain) != declared or d.unconsumed_tail:
-            self.buf.clear()
-            raise CompressError(1157, f"inflated to {len(plain)} bytes, declared {declared}")
+            self._drop()
+            raise CompressError(1157, f"inflated to {len(plain)} bytes, declared {declared}",
+                                seq)
         return plain
 
 

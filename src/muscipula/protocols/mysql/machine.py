@@ -38,6 +38,7 @@ from muscipula.protocols.mysql.statements import (
     StatementError,
     parse_execute,
     prepare,
+    rows_size,
     skip_query_attributes,
 )
 
@@ -62,6 +63,14 @@ class Setup:
     statistics: Callable[[float, int], str]
     max_protocol_errors: int = 100
     max_inflated: int = 4 * 1024 * 1024 + 1024
+    #: plain bytes the compressed stream of one connection may inflate to, in all
+    max_inflated_total: int = 64 * 1024 * 1024
+    #: commands one read of compressed packets may carry before the connection is dropped
+    max_commands_per_read: int = 4096
+    #: result-set bytes the open cursors of one connection may hold together
+    max_cursor_bytes: int = 16 * 1024 * 1024
+    #: the path of a connection's n-th internal temporary table (thread id, n)
+    tmp_table: Callable[[int, int], str] = lambda thread, n: f"/tmp/#sql_{thread:x}_{n:x}"
 
 
 class MysqlMachine(BaseMachine):
@@ -98,6 +107,10 @@ class MysqlMachine(BaseMachine):
         self.compress_next = False
         self.pending = b""
         self.cseq = 0
+        #: while a compressed read is handled: commands it may still carry
+        self.work_left: int | None = None
+        #: internal temporary tables made so far (a cursor's rows are materialized in one)
+        self.tmp_tables = 0
 
     # ------------------------------------------------------------- contract
 
@@ -107,7 +120,10 @@ class MysqlMachine(BaseMachine):
             held += self.inflater.buffered()
         for st in self.stmts.values():
             held += st.long_data_size()
-        return held
+        return held + self._cursor_bytes()
+
+    def _cursor_bytes(self) -> int:
+        return sum(c.size for c in self.cursors.values())
 
     def start(self, now: float) -> list[Action]:
         self.seq = 0
@@ -125,23 +141,37 @@ class MysqlMachine(BaseMachine):
         return out
 
     def _receive_compressed(self, data: bytes, now: float) -> list[Action]:
-        assert self.inflater is not None
-        try:
-            chunks = self.inflater.feed(data)
-        except CompressError as exc:
-            self.state = "closed"
-            err = E.packet_too_large() if exc.code == 1153 else E.uncompress()
-            self.cseq = (data[3] + 1) & 0xFF if len(data) > 3 else self.cseq
-            return self._deflated([Emit("protocol.error", {"detail": str(exc),
-                                                           "data": data[:64]}),
-                                   self._error(err), Close("bad compressed packet")])
+        """One compressed packet inflated and handled at a time, then the next."""
+        inflater = self.inflater
+        assert inflater is not None
+        inflater.feed(data)
         out: list[Action] = []
-        for seq, plain in chunks:
-            self.cseq = (seq + 1) & 0xFF
-            out += self._deflated(self._receive_plain(plain, now))
-            if self.state == "closed":
-                break
+        self.work_left = self.s.max_commands_per_read
+        try:
+            while self.state != "closed":
+                try:
+                    item = inflater.next()
+                except CompressError as exc:
+                    out += self._compress_failed(exc, data)
+                    break
+                if item is None:
+                    break
+                seq, plain = item
+                self.cseq = (seq + 1) & 0xFF
+                out += self._deflated(self._receive_plain(plain, now))
+        finally:
+            self.work_left = None
         return out
+
+    def _compress_failed(self, exc: CompressError, data: bytes) -> list[Action]:
+        self.state = "closed"
+        err = E.packet_too_large() if exc.code == 1153 else E.uncompress()
+        self.cseq = (exc.seq + 1) & 0xFF
+        out: list[Action] = [Emit("protocol.error", {"detail": str(exc), "data": data[:64]})]
+        if exc.limit:
+            out.append(Emit("connection.limit", {"limit": exc.limit,
+                                                 "value": self.s.max_inflated_total}))
+        return self._deflated([*out, self._error(err), Close("bad compressed packet")])
 
     def _deflated(self, actions: list[Action]) -> list[Action]:
         """The Sends of one reply as compressed packets, where the first Send stood."""
@@ -160,7 +190,8 @@ class MysqlMachine(BaseMachine):
         return out
 
     def _receive_plain(self, data: bytes, now: float) -> list[Action]:
-        packets = self.frames.feed(data)
+        most = None if self.work_left is None else self.work_left + 1
+        packets = self.frames.feed(data, most)
         if packets is None:
             self.state = "closed"
             return [Emit("protocol.error", {"detail": "packet too large", "data": data[:64]}),
@@ -168,6 +199,16 @@ class MysqlMachine(BaseMachine):
         out: list[Action] = []
         self.switched = False
         for i, (seq, payload) in enumerate(packets):
+            if self.work_left is not None:
+                if self.work_left == 0:
+                    # a compressed packet packed with commands: ours to bound, not the peer's
+                    self.state = "closed"
+                    self.frames.buf.clear()
+                    out += [Emit("connection.limit", {"limit": "max_commands_per_read",
+                                                      "value": self.s.max_commands_per_read}),
+                            self._error(E.uncompress()), Close("too many commands in one read")]
+                    break
+                self.work_left -= 1
             self.seq = (seq + 1) & 0xFF
             try:
                 out += self._dispatch(payload, now, packets, i)
@@ -178,7 +219,8 @@ class MysqlMachine(BaseMachine):
             if self.compress_next:
                 # the OK just sent is the last plain packet: what follows is compressed
                 self.compress_next = False
-                self.inflater = Inflater(self.s.max_packet + 8, self.s.max_inflated)
+                self.inflater = Inflater(self.s.max_packet + 8, self.s.max_inflated,
+                                         self.s.max_inflated_total)
                 self.pending = b"".join(w.frame(s, p) for s, p in packets[i + 1:]) \
                     + bytes(self.frames.buf)
                 self.frames.buf.clear()
@@ -593,8 +635,18 @@ class MysqlMachine(BaseMachine):
         return out
 
     def _open_cursor(self, stmt_id: int, rows: Rows) -> list[Action]:
-        """CURSOR_TYPE_READ_ONLY: the metadata now, the rows on COM_STMT_FETCH."""
-        self.cursors[stmt_id] = Cursor(rows.columns, rows.rows)
+        """CURSOR_TYPE_READ_ONLY: the metadata now, the rows on COM_STMT_FETCH.
+
+        mysqld materializes the rows into an internal temporary table; when that
+        runs out of room the execute fails with ER_RECORD_FILE_FULL naming it,
+        which is how a result past our cursor budget is answered.
+        """
+        size = rows_size(rows.rows)
+        table = self.s.tmp_table(self.thread_id, self.tmp_tables)
+        self.tmp_tables += 1
+        if self._cursor_bytes() + size > self.s.max_cursor_bytes:
+            return [self._error(E.table_full(table))]
+        self.cursors[stmt_id] = Cursor(rows.columns, rows.rows, size=size)
         cs = self._charset()
         head = w.lenenc_int(len(rows.columns))
         if self.caps & w.OPTIONAL_METADATA:

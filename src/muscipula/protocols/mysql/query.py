@@ -744,6 +744,7 @@ class SqlSession:
             raise E.syntax(stmt) from None
         if tree is None:
             raise E.empty_query()
+        types.check_casts(tree, self.modern)
         names = select_names(stmt, tree)
         typed = types.select_types(tree, self._declared) if isinstance(tree, exp.Select) \
             else None

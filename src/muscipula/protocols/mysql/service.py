@@ -6,6 +6,7 @@ import itertools
 import secrets as rnd
 import time
 import uuid
+from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -64,6 +65,19 @@ def _server_uuid() -> str:
     return str(uuid.uuid1(node=node, clock_seq=rnd.randbits(14)))
 
 
+def _tmp_tables(ctx: ServiceContext, tmpdir: str, modern: bool) -> Callable[[int, int], str]:
+    """How mysqld names its internal temporary tables: after its pid (and 5.6+ the thread)."""
+    pid = ctx.persona.secrets.number("mysql.pid", 400, 40_000)
+    sep = "\\" if "\\" in tmpdir else "/"
+
+    def name(thread: int, n: int) -> str:
+        if modern:
+            return f"{tmpdir}{sep}#sql{pid:x}_{thread:x}_{n:x}"
+        return f"{tmpdir}{sep}#sql_{pid:x}_0"
+
+    return name
+
+
 def build(ctx: ServiceContext):
     cfg: MysqlConfig = ctx.config
     product = ctx.persona.product("mysql")
@@ -115,7 +129,11 @@ def build(ctx: ServiceContext):
 
     setup = Setup(profile, policy, make_sql, decrypt, public_pem, plugin, tls,
                   cfg.max_packet, cfg.max_prepared, cfg.max_long_data, cfg.max_arg_chars,
-                  statistics, cfg.max_protocol_errors, cfg.max_inflated)
+                  statistics, cfg.max_protocol_errors, cfg.max_inflated,
+                  max_inflated_total=cfg.max_inflated_total or ctx.limits.max_bytes_in,
+                  max_commands_per_read=cfg.max_commands_per_read,
+                  max_cursor_bytes=cfg.max_cursor_bytes,
+                  tmp_table=_tmp_tables(ctx, variables["tmpdir"], profile.modern))
 
     def factory(peer: Peer) -> MysqlMachine:
         return MysqlMachine(setup, peer.remote_host, peer.remote_port, peer.local_host,

@@ -73,12 +73,23 @@ class Cursor:
     columns: list[Any]
     rows: list[tuple[Any, ...]]
     pos: int = 0
+    #: what the rows hold, as `rows_size` counts it; the connection's cursors share a budget
+    size: int = 0
 
     def take(self, n: int) -> tuple[list[tuple[Any, ...]], bool]:
         """The next `n` rows, and whether the rows ran out while taking them."""
         chunk = self.rows[self.pos:self.pos + n]
         self.pos += len(chunk)
         return chunk, len(chunk) < n
+
+
+def rows_size(rows: list[tuple[Any, ...]]) -> int:
+    """Bytes a result set holds: each value's length (8 for a number or NULL) plus 8."""
+    total = 0
+    for row in rows:
+        for v in row:
+            total += 8 + (len(v) if isinstance(v, (bytes, bytearray, str)) else 8)
+    return total
 
 
 def literal(v: Any) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from sqlglot import exp
 
+from muscipula.protocols.mysql import errors as E
 from muscipula.protocols.mysql import wire as w
 from muscipula.protocols.mysql.results import BINARY, Column
 
@@ -30,6 +31,10 @@ _BLOB_LENGTHS = {"tinyblob": 255, "blob": 65535, "mediumblob": 16777215,
                  "mediumtext": 16777215, "longtext": 4294967295}
 _INTS = {"tinyint": (w.T_TINY, 4), "smallint": (w.T_SHORT, 6), "mediumint": (w.T_INT24, 9),
          "int": (w.T_LONG, 11), "integer": (w.T_LONG, 11), "bigint": (w.T_LONGLONG, 20)}
+#: DECIMAL's bounds (mysqld's DECIMAL_MAX_PRECISION and DECIMAL_MAX_SCALE)
+MAX_PRECISION = 65
+MAX_SCALE = 30
+_INT_MAX = 2**31 - 1
 _DECL = re.compile(r"(?i)^\s*([a-z]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*(unsigned)?")
 
 
@@ -43,6 +48,9 @@ def temporal(kind: int, decimals: int = 0, not_null: bool = False) -> Column:
 
 def decimal(precision: int, scale: int, not_null: bool = False, unsigned: bool = False
             ) -> Column:
+    # a column definition has one byte for the scale: what mysqld refuses never gets here,
+    # but a stored declaration is clamped rather than trusted
+    precision, scale = min(precision, MAX_PRECISION), min(scale, MAX_SCALE)
     length = precision + (1 if scale else 0) + (0 if unsigned else 1)
     flags = w.F_NUM | w.F_BINARY | (w.F_NOT_NULL if not_null else 0) \
         | (w.F_UNSIGNED if unsigned else 0)
@@ -97,11 +105,58 @@ def _cast(node: exp.Cast) -> Column | None:
     if kind == dt.TIME:
         return temporal(w.T_TIME)
     if kind == dt.DECIMAL:
-        params = [int(p.this.this) if isinstance(p.this, exp.Literal) else 10
-                  for p in to.expressions if isinstance(p, exp.DataTypeParam)]
-        precision = params[0] if params else 10
-        return decimal(precision, params[1] if len(params) > 1 else 0)
+        precision, scale = _decimal_params(node)
+        return decimal(precision, scale)
     return None
+
+
+def _decimal_params(node: exp.Cast) -> tuple[int, int]:
+    """(M, D) of CAST(... AS DECIMAL(M,D)), trimmed as mysqld does: neither given is (10,0)."""
+    params: list[int] = []
+    for p in node.to.expressions:
+        if isinstance(p, exp.DataTypeParam):
+            text = str(p.this.this) if isinstance(p.this, exp.Literal) else ""
+            params.append(int(text) if text.isdigit() else 10)
+    precision = params[0] if params else 0
+    scale = params[1] if len(params) > 1 else 0
+    return (10, 0) if not precision and not scale else (precision, scale)
+
+
+def _cast_name(node: exp.Cast, modern: bool) -> str:
+    """The text mysqld names a CAST by: 8.0 the CAST as written, 5.x its argument."""
+    try:
+        arg = node.this.sql(dialect="mysql")
+    except (ValueError, RecursionError):
+        arg = ""
+    if not modern:
+        return arg
+    params = ",".join(p.sql(dialect="mysql") for p in node.to.expressions)
+    return f"CAST({arg} AS DECIMAL({params}))" if params else f"CAST({arg} AS DECIMAL)"
+
+
+def check_casts(tree: exp.Expression, modern: bool) -> None:
+    """Raise what mysqld's parser answers to a CAST to a DECIMAL it cannot have.
+
+    M below D first, then M over 65, then D over 30; 8.0 names the whole CAST,
+    5.x the cast argument, in its own wording.
+    """
+    for node in tree.find_all(exp.Cast):
+        if not isinstance(node.to, exp.DataType) or node.to.this != exp.DataType.Type.DECIMAL:
+            continue
+        precision, scale = _decimal_params(node)
+        if precision < scale:
+            raise E.SqlError(1427, "42000", "For float(M,D), double(M,D) or decimal(M,D), "
+                                            "M must be >= D (column '').")
+        name = _cast_name(node, modern)[:192]
+        column = "" if modern else "column "
+        if precision > MAX_PRECISION:
+            word = "Too-big" if modern else "Too big"
+            raise E.SqlError(1426, "42000", f"{word} precision {min(precision, _INT_MAX)} "
+                                            f"specified for {column}'{name}'. "
+                                            f"Maximum is {MAX_PRECISION}.")
+        if scale > MAX_SCALE:
+            raise E.SqlError(1425, "42000", f"Too big scale {min(scale, _INT_MAX)} specified "
+                                            f"for {column}'{name}'. Maximum is {MAX_SCALE}.")
 
 
 def _literal_decimal(text: str) -> Column | None:
@@ -109,7 +164,10 @@ def _literal_decimal(text: str) -> Column | None:
         return None
     digits = text.lstrip("-+")
     whole, _, frac = digits.partition(".")
-    return decimal(max(len(whole.lstrip("0")) + len(frac), 1), len(frac), not_null=True)
+    precision = len(whole.lstrip("0")) + len(frac)
+    if precision > MAX_PRECISION:
+        return None  # past 65 digits mysqld reads the literal as a DOUBLE
+    return decimal(max(precision, 1), len(frac), not_null=True)
 
 
 def of(node: exp.Expression, column: Callable[[exp.Column], Column | None]) -> Column | None:
@@ -145,8 +203,9 @@ def of(node: exp.Expression, column: Callable[[exp.Column], Column | None]) -> C
         kinds = {c.type for c in (left, right) if c is not None}
         if kinds == {w.T_NEWDECIMAL}:
             scales = [c.decimals for c in (left, right) if c is not None]
-            scale = sum(scales) if isinstance(node, exp.Mul) else max(scales)
-            return decimal(min(65, max(c.length for c in (left, right) if c) + scale), scale)
+            scale = min(sum(scales) if isinstance(node, exp.Mul) else max(scales), MAX_SCALE)
+            return decimal(min(MAX_PRECISION, max(c.length for c in (left, right) if c)
+                               + scale), scale)
     return None
 
 

@@ -205,12 +205,18 @@ class Deframer:
     def buffered(self) -> int:
         return len(self.buf) + self.parts_size
 
-    def feed(self, data: bytes) -> list[tuple[int, bytes]] | None:
-        """Complete (seq, payload) pairs; None when a payload would exceed the limit."""
+    def feed(self, data: bytes, most: int | None = None) -> list[tuple[int, bytes]] | None:
+        """Complete (seq, payload) pairs; None when a payload would exceed the limit.
+
+        With `most`, no more than that many: the rest stays buffered for the caller,
+        which must then stop taking input (the connection is being closed).
+        """
         self.buf += data
         out: list[tuple[int, bytes]] = []
         buf = self.buf
         while len(buf) >= 4:
+            if most is not None and len(out) >= most:
+                return out
             size = buf[0] | buf[1] << 8 | buf[2] << 16
             if self.parts_size + size > self.limit:
                 self.buf.clear()
