@@ -153,6 +153,9 @@ class Sinks(Strict):
     #: the longest the network is held for a sink with backpressure that does not drain
     #: (a stuck disk or process); then it is read again and that sink's queue drops
     max_hold: Seconds = 30.0
+    #: niceness of the sink process: recording is work that may wait, answering the
+    #: network is not (backpressure keeps the wait bounded)
+    nice: int = Field(10, ge=0, le=19)
 
 
 class Store(Strict):

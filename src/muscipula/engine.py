@@ -105,8 +105,8 @@ class Engine:
         from muscipula.sinks.process import SinkHost
 
         # The disk sinks run in one child process (see sinks/process.py for why).
-        host = self._sink_host = SinkHost()
         cfg = self.config.sinks
+        host = self._sink_host = SinkHost(nice=cfg.nice)
         self.bus.max_hold = cfg.max_hold
         if cfg.logsql.enabled:
             self.bus.add(host.sink("logsql", "logsql", self.state_dir / cfg.logsql.file),

@@ -176,3 +176,22 @@ def test_mysql_login_handshake_in_json(honeypot_factory):
     assert native["client_plugin"] == "mysql_native_password"
     assert native["plugin"] == "caching_sha2_password"  # the server's switch is recorded
     assert native["attributes"]["_client_name"] == "mysql-connector-python"
+
+
+def niceness(pid: int) -> set[int]:
+    """The nice value of every thread of `pid` (field 19 of /proc/<pid>/task/<tid>/stat)."""
+    out = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat") as f:
+            out.add(int(f.read().rsplit(")", 1)[1].split()[16]))
+    return out
+
+
+def test_the_sink_process_yields_the_cpu_to_the_network(honeypot_factory):
+    hp = honeypot_factory(only({"blackhole": {"tcp_ports": [23], "udp_ports": []}},
+                               sinks={"nice": 7}))
+    (child,) = wait_for(lambda: children(hp.proc.pid))
+    assert wait_for(lambda: len(niceness(child)) == 1 and niceness(child)) == {7}
+    assert niceness(hp.proc.pid) == {0}
+    after = knock(hp.port(23))
+    wait_for(lambda: rows_from(hp, after) == 1)

@@ -161,7 +161,9 @@ def main() -> int:
     _ignore_signals()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    user, group, spec = pickle.loads(sys.stdin.buffer.read())
+    user, group, spec, nice = pickle.loads(sys.stdin.buffer.read())
+    if nice:
+        os.nice(nice)  # before the sink threads start: they inherit it
     from muscipula.net.listeners import drop_privileges
     from muscipula.sinks.records import load_all
 

@@ -82,7 +82,9 @@ class SinkHost:
     """
 
     def __init__(self, restart_delay: float = 0.5, max_restart_delay: float = 30.0,
-                 respawn_timeout: float = 45.0) -> None:
+                 respawn_timeout: float = 45.0, nice: int = 0) -> None:
+        #: niceness the child takes before its sink threads start (sinks.nice)
+        self.nice = nice
         #: the connections open now, parents before their children (set by the engine):
         #: announced again to a restarted child
         self.open_connections: Callable[[], Iterable[Connection]] | None = None
@@ -156,7 +158,7 @@ class SinkHost:
         user, group = self._who
         if restart and os.geteuid() != 0:  # the parent dropped root already: nothing to drop
             user = group = None
-        proc.stdin.write(pickle.dumps((user, group, spec)))
+        proc.stdin.write(pickle.dumps((user, group, spec, self.nice)))
         proc.stdin.close()
         self.results = {}
         for s, (_, w) in zip(self.sinks, ends, strict=True):
