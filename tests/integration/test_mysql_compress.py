@@ -53,7 +53,9 @@ def test_compressed_ping_bomb_and_decimal_bounds_with_a_real_client(honeypot_fac
 
     import pytest
 
-    hp = honeypot_factory(only({"mysql": {"max_commands_per_read": 1000}},
+    # the per-read bound on its own (the inflate ratio would refuse this packet at once)
+    hp = honeypot_factory(only({"mysql": {"max_commands_per_read": 1000,
+                                          "max_inflate_ratio": 1_000_000}},
                                persona={"preset": "debian-12"}))
     port = hp.port(3306)
     c = mysql.connector.connect(host="127.0.0.1", port=port, user="root", password="x",

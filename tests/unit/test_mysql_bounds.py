@@ -27,7 +27,8 @@ def _limits(acts) -> list[str]:
 
 
 def test_ping_bomb_in_one_compressed_packet_is_cut_short(tmp_path):
-    factory, _ = make(tmp_path, auth_plugin="mysql_native_password", max_commands_per_read=500)
+    factory, _ = make(tmp_path, auth_plugin="mysql_native_password", max_commands_per_read=500,
+                      max_inflate_ratio=10**6)  # this bound alone, not the ratio
     m, _g, _ = zlogin(factory)
     ping = w.frame(0, b"\x0e")
     bomb = zpacket(0, ping * 200_000)  # 1 MB of pings, a few KB on the wire
@@ -43,7 +44,8 @@ def test_ping_bomb_in_one_compressed_packet_is_cut_short(tmp_path):
 
 
 def test_pipelined_commands_below_the_bound_are_all_answered(tmp_path):
-    factory, _ = make(tmp_path, auth_plugin="mysql_native_password", max_commands_per_read=500)
+    factory, _ = make(tmp_path, auth_plugin="mysql_native_password", max_commands_per_read=500,
+                      max_inflate_ratio=10**6)  # this bound alone, not the ratio
     m, _g, _ = zlogin(factory)
     acts = m.receive(zpacket(0, w.frame(0, b"\x0e") * 500), 2.0)
     assert len(emits(acts, "mysql.command")) == 500 and m.state == "command"
@@ -56,7 +58,7 @@ def test_pipelined_commands_below_the_bound_are_all_answered(tmp_path):
 
 def test_inflated_bytes_budget_closes_with_1157(tmp_path):
     factory, _ = make(tmp_path, auth_plugin="mysql_native_password",
-                      max_inflated_total=300_000)
+                      max_inflated_total=300_000, max_inflate_ratio=10**6)
     m, _g, _ = zlogin(factory)
     blob = w.frame(0, b"\x03SELECT '" + b"a" * 100_000 + b"'")
     acts = m.receive(zpacket(0, blob), 2.0)
@@ -82,8 +84,25 @@ def test_inflated_budget_defaults_to_the_connection_max_bytes_in(tmp_path):
     assert factory(PEER).s.max_inflated_total == 5_000_000
 
 
-def test_compressed_packets_are_inflated_one_at_a_time(tmp_path):
+def test_pings_packed_tight_over_many_reads_meet_the_inflate_ratio(tmp_path):
     factory, _ = make(tmp_path, auth_plugin="mysql_native_password")
+    m, _g, _ = zlogin(factory)
+    packet = zpacket(0, w.frame(0, b"\x0e") * 4096)  # 20 KB of pings in about 60 bytes
+    commands, reads, closed = 0, 0, False
+    for _ in range(200):  # one packet per read: max_commands_per_read never trips
+        acts = m.receive(packet, 2.0)
+        reads += 1
+        commands += len(emits(acts, "mysql.command"))
+        if any(isinstance(a, Close) for a in acts):
+            closed = True
+            assert emits(acts, "connection.limit")[0]["limit"] == "max_inflate_ratio"
+            break
+    assert closed and reads < 20
+    assert commands < 60_000  # the slack (256 KiB) and 32 bytes per byte sent, not 819,200
+
+
+def test_compressed_packets_are_inflated_one_at_a_time(tmp_path):
+    factory, _ = make(tmp_path, auth_plugin="mysql_native_password", max_inflate_ratio=10**6)
     m, _g, _ = zlogin(factory)
     one = zpacket(0, w.frame(0, b"\x1f" + b"\0" * (1024 * 1024 - 1)))  # unknown command
     data = one * 12
@@ -215,3 +234,15 @@ def test_handshake_and_change_user_share_the_plugin_and_attributes_tail():
     assert r1.attributes == r2.attributes
     # a plugin name cut short by the end of the packet is kept as sent
     assert A.parse_change_user(b"bob\0\x00\0\x2d\x00mysql_nat", caps).plugin == "mysql_nat"
+
+
+def test_a_decimal_precision_of_thousands_of_digits_is_still_too_big(tmp_path):
+    factory, _ = make(tmp_path, auth_plugin="mysql_native_password")
+    m, _g, _ = zlogin(factory)
+    digits = "9" * 5000
+    acts = m.receive(zpacket(0, w.frame(0, b"\x03SELECT CAST(1 AS DECIMAL(" + digits.encode()
+                                        + b",2))")), 2.0)
+    assert not emits(acts, "protocol.error")
+    (_s, _d, plain), = unwrap(acts)
+    (reply,) = plain_packets(plain)
+    assert reply[1][:3] == b"\xff" + (1426).to_bytes(2, "little")  # too-big precision

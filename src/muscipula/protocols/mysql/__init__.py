@@ -62,6 +62,11 @@ class MysqlConfig(ServiceConfig):
     #: what one connection's compressed packets may inflate to in all; null: the
     #: connection's limits.max_bytes_in (which counts compressed bytes only)
     max_inflated_total: PositiveInt | None = None
+    #: plain bytes per compressed byte a connection may inflate over its life, past the
+    #: first `inflate_slack` bytes: spread over many reads, a stream of packets packed
+    #: with pings would otherwise turn a few kilobytes into millions of commands
+    max_inflate_ratio: PositiveInt = 32
+    inflate_slack: PositiveInt = 256 * 1024
     #: commands one read of compressed packets may carry; past it the connection is dropped
     max_commands_per_read: PositiveInt = 4096
     #: rows all open cursors of a connection may hold; past it EXECUTE says the table is full

@@ -45,14 +45,19 @@ class Inflater:
     packet of pings a thousand times its size must not get past that bound.
     """
 
-    __slots__ = ("budget", "buf", "max_inflated", "max_raw", "pos")
+    __slots__ = ("budget", "buf", "max_inflated", "max_raw", "pos", "ratio", "room")
 
-    def __init__(self, max_raw: int, max_inflated: int, budget: int) -> None:
+    def __init__(self, max_raw: int, max_inflated: int, budget: int, ratio: int = 32,
+                 slack: int = 256 * 1024) -> None:
         self.buf = bytearray()
         self.pos = 0
         self.max_raw = max_raw
         self.max_inflated = max_inflated
         self.budget = budget
+        #: plain bytes allowed per compressed byte; `room` is what may still be inflated
+        #: given the compressed bytes seen so far (it grows by `ratio` per byte)
+        self.ratio = ratio
+        self.room = slack
 
     def buffered(self) -> int:
         return len(self.buf) - self.pos
@@ -84,6 +89,12 @@ class Inflater:
                                 "max_inflated_total")
         if len(buf) - pos < HEADER + size:
             return None
+        if inflated:
+            self.room += (HEADER + size) * self.ratio - plain_size
+            if self.room < 0:
+                self._drop()
+                raise CompressError(1157, "inflates far more than it weighs", seq,
+                                    "max_inflate_ratio")
         body = bytes(buf[pos + HEADER:pos + HEADER + size])
         self.pos = pos + HEADER + size
         if self.pos == len(buf):

@@ -67,6 +67,9 @@ class Setup:
     max_inflated_total: int = 64 * 1024 * 1024
     #: commands one read of compressed packets may carry before the connection is dropped
     max_commands_per_read: int = 4096
+    #: plain bytes per compressed byte over the connection's life, past inflate_slack
+    max_inflate_ratio: int = 32
+    inflate_slack: int = 256 * 1024
     #: result-set bytes the open cursors of one connection may hold together
     max_cursor_bytes: int = 16 * 1024 * 1024
     #: the path of a connection's n-th internal temporary table (thread id, n)
@@ -169,8 +172,9 @@ class MysqlMachine(BaseMachine):
         self.cseq = (exc.seq + 1) & 0xFF
         out: list[Action] = [Emit("protocol.error", {"detail": str(exc), "data": data[:64]})]
         if exc.limit:
-            out.append(Emit("connection.limit", {"limit": exc.limit,
-                                                 "value": self.s.max_inflated_total}))
+            value = (self.s.max_inflate_ratio if exc.limit == "max_inflate_ratio"
+                     else self.s.max_inflated_total)
+            out.append(Emit("connection.limit", {"limit": exc.limit, "value": value}))
         return self._deflated([*out, self._error(err), Close("bad compressed packet")])
 
     def _deflated(self, actions: list[Action]) -> list[Action]:
@@ -220,7 +224,8 @@ class MysqlMachine(BaseMachine):
                 # the OK just sent is the last plain packet: what follows is compressed
                 self.compress_next = False
                 self.inflater = Inflater(self.s.max_packet + 8, self.s.max_inflated,
-                                         self.s.max_inflated_total)
+                                         self.s.max_inflated_total, self.s.max_inflate_ratio,
+                                         self.s.inflate_slack)
                 self.pending = b"".join(w.frame(s, p) for s, p in packets[i + 1:]) \
                     + bytes(self.frames.buf)
                 self.frames.buf.clear()

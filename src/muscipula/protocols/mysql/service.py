@@ -132,6 +132,7 @@ def build(ctx: ServiceContext):
                   statistics, cfg.max_protocol_errors, cfg.max_inflated,
                   max_inflated_total=cfg.max_inflated_total or ctx.limits.max_bytes_in,
                   max_commands_per_read=cfg.max_commands_per_read,
+                  max_inflate_ratio=cfg.max_inflate_ratio, inflate_slack=cfg.inflate_slack,
                   max_cursor_bytes=cfg.max_cursor_bytes,
                   tmp_table=_tmp_tables(ctx, variables["tmpdir"], profile.modern))
 

@@ -116,7 +116,8 @@ def _decimal_params(node: exp.Cast) -> tuple[int, int]:
     for p in node.to.expressions:
         if isinstance(p, exp.DataTypeParam):
             text = str(p.this.this) if isinstance(p.this, exp.Literal) else ""
-            params.append(int(text) if text.isdigit() else 10)
+            # past 18 digits it is over every bound anyway (and int() refuses 4300+)
+            params.append((int(text) if len(text) <= 18 else 10**18) if text.isdigit() else 10)
     precision = params[0] if params else 0
     scale = params[1] if len(params) > 1 else 0
     return (10, 0) if not precision and not scale else (precision, scale)
