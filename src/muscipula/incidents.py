@@ -185,6 +185,8 @@ class _Channel:
         self.idle = False  # the drain task waits on `wakeup`
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
+        #: incidents of the batch being written (failed if the task is cancelled)
+        self.inflight = 0
 
     async def run(self) -> None:
         queue = self.queue
@@ -201,13 +203,16 @@ class _Channel:
                 continue
             n = min(len(queue), self.batch_size)
             batch = [queue.popleft() for _ in range(n)]
+            self.inflight = n
             try:
                 await self.sink.write(batch)
                 self.counters.written += n
             except Exception:
                 self.counters.failed += n
                 log.exception("sink %s failed on a batch of %d incidents", self.sink.name, n)
-                await asyncio.sleep(0.5)
+                if not self.stopping:
+                    await asyncio.sleep(0.5)
+            self.inflight = 0
             if self.stuck and len(queue) <= self.low:
                 self.stuck = False
                 self.high = self.pressing_high
@@ -312,6 +317,9 @@ class Bus:
         for ch in self._channels:
             ch.stopping = True
             ch.wakeup.set()
+            stopping = getattr(ch.sink, "stopping", None)
+            if stopping is not None:  # a sink waiting for something that may never come
+                stopping()
         tasks = [c.task for c in self._channels if c.task]
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -319,6 +327,12 @@ class Bus:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        for ch in self._channels:  # what a cancelled drain never wrote
+            left = ch.inflight + len(ch.queue)
+            if left and ch.task is not None and ch.task.cancelled():
+                ch.counters.failed += left
+                ch.queue.clear()
+                ch.inflight = 0
         for ch in self._channels:
             try:
                 await ch.sink.close()

@@ -191,7 +191,8 @@ def test_the_sink_process_yields_the_cpu_to_the_network(honeypot_factory):
     hp = honeypot_factory(only({"blackhole": {"tcp_ports": [23], "udp_ports": []}},
                                sinks={"nice": 7}))
     (child,) = wait_for(lambda: children(hp.proc.pid))
-    wait_for(lambda: niceness(child) == {7})  # every thread, once the child has started
-    assert niceness(hp.proc.pid) == {0}
+    (parent,) = niceness(hp.proc.pid)  # as the tests run: 0 unless they run niced
+    want = max(7, parent)  # a process may not lower its own niceness
+    wait_for(lambda: niceness(child) == {want})  # every thread, once the child started
     after = knock(hp.port(23))
     wait_for(lambda: rows_from(hp, after) == 1)

@@ -253,3 +253,39 @@ def test_a_sink_that_never_drains_holds_the_network_only_max_hold():
     dropped, congested_again = asyncio.run(main())
     assert dropped > 0
     assert congested_again
+
+
+class Waiting(Recorder):
+    """A sink whose writes wait for something (a restarted process) until told to stop."""
+
+    def __init__(self, name: str, obeys: bool) -> None:
+        super().__init__(name)
+        self.give_up = asyncio.Event()
+        if obeys:
+            self.stopping = self.give_up.set
+
+    async def write(self, batch: list[Incident]) -> None:
+        await self.give_up.wait()
+        raise RuntimeError("gone")
+
+
+def test_close_gives_up_on_waiting_sinks_and_every_incident_is_counted():
+    async def main():
+        bus = Bus()
+        obeys, deaf = Waiting("obeys", True), Waiting("deaf", False)
+        bus.add(obeys, queue_size=100, batch_size=4, linger=0)
+        bus.add(deaf, queue_size=100, batch_size=4, linger=0)
+        await bus.start()
+        for i in range(12):
+            bus.emit("blackhole.data", i)
+        await asyncio.sleep(0.05)  # both are inside a write
+        t = time.monotonic()
+        await bus.close(timeout=1.0)
+        return bus, time.monotonic() - t
+
+    bus, took = asyncio.run(main())
+    assert took < 3.0
+    for name in ("obeys", "deaf"):
+        c = bus.counters()[name]
+        assert c.emitted == 12 and c.written == 0
+        assert c.emitted == c.written + c.dropped + c.failed, (name, c)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import sqlite3
 import subprocess
@@ -66,7 +67,8 @@ def test_records_load_without_the_protocols_machines_or_pydantic():
             "m.endswith(('.machine', '.parser'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.splitlines()
-    assert out[0] == "['ftp', 'http', 'mysql', 'tftp']"
+    # every protocol with a records module; more are added as protocols come
+    assert {"ftp", "http", "mysql", "tftp", "sip"} <= set(ast.literal_eval(out[0]))
     assert out[1] == "[]"
 
 
@@ -255,3 +257,29 @@ def test_errors_limits_and_refused_captures_are_recorded(tmp_path):
     assert line["events"][0]["data"] == "\x16\x03"
     assert line["events"][2] == {"kind": "connection.limit", "detail": "idle_timeout",
                                  "data": 120.0}
+
+
+def test_a_replayed_connection_that_went_tls_meanwhile_keeps_its_row(tmp_path):
+    c = conn(3)
+    path = tmp_path / "db.sqlite"
+    write_sql(path, [[Incident("connection.tcp.accept", 3, T0, {"connection": c})]])
+    c.transport = "tls"  # STARTTLS, then the sink process was restarted
+    write_sql(path, [[Incident("connection.tls.accept", 3, T0, {"connection": c,
+                                                                 "replayed": True}),
+                      free(c)]])
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT connection, connection_transport FROM connections").fetchall() \
+        == [(1, "tcp")]
+    assert db.execute("SELECT connection FROM connection_ends").fetchall() == [(1,)]
+
+
+def test_a_connection_known_only_by_its_end_gets_its_row(tmp_path):
+    c = conn(4)
+    path = tmp_path / "db.sqlite"
+    sink = write_sql(path, [[Incident("http.request", 4, T0, request()), free(c)]])
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT connection, remote_port FROM connections").fetchall() \
+        == [(1, c.remote_port)]
+    assert db.execute("SELECT connection, connection_end_reason FROM connection_ends"
+                      ).fetchall() == [(1, "closed")]
+    assert sink.skipped == 1  # the request before it had no row to go to

@@ -162,8 +162,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     user, group, spec, nice = pickle.loads(sys.stdin.buffer.read())
-    if nice:
-        os.nice(nice)  # before the sink threads start: they inherit it
+    if nice:  # before the sink threads start: they inherit it; never below the parent's
+        here = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, max(nice, here))
     from muscipula.net.listeners import drop_privileges
     from muscipula.sinks.records import load_all
 

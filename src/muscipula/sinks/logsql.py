@@ -278,10 +278,11 @@ class LogSql:
         """The row an earlier sink process wrote for `c`, if it did (found by start time)."""
         assert self.db is not None
         row = self.db.execute(
+            # not by transport: STARTTLS turns a tcp connection into a tls one meanwhile
             "SELECT connection FROM connections WHERE connection_timestamp = ? AND "
-            "connection_transport = ? AND connection_type = ? AND local_port IS ? AND "
+            "connection_type = ? AND local_port IS ? AND "
             "remote_host IS ? AND remote_port IS ? ORDER BY connection DESC LIMIT 1",
-            (c.start, c.transport, c.type, c.local_port, c.remote_host, c.remote_port),
+            (c.start, c.type, c.local_port, c.remote_host, c.remote_port),
         ).fetchone()
         return None if row is None else int(row[0])
 
@@ -330,6 +331,12 @@ class LogSql:
                         ids.pop(cid, None)
                     continue
                 conn = ids.get(cid)
+                if conn is None and name == "connection.free":
+                    # a connection that ended while no sink process knew it (one died):
+                    # its record comes with the end, found again or written now
+                    c = fields.get("connection")
+                    if isinstance(c, Connection):
+                        conn = self._connection(c, conns, True)
                 if conn is None:
                     if cid:
                         self.skipped += 1  # its connection row was never seen

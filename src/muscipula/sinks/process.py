@@ -173,6 +173,10 @@ class SinkHost:
         self._reader = loop.create_task(self._read_results(proc, self.results))
         self.down = False
         self._notify()
+        if self.closing:  # shut down while this child was being started: let it finish
+            for s in self.sinks:
+                if s.transport is not None and not s.transport.is_closing():
+                    s.transport.close()
 
     def _notify(self) -> None:
         """Wake the writes waiting for the child (it died, is back, or we are closing)."""
@@ -352,6 +356,11 @@ class ProcessSink:
         pipe = self.pipe
         if pipe is not None and pipe.paused:
             await pipe.drain()
+
+    def stopping(self) -> None:
+        """The bus is closing: a write waiting for a restarted child gives up now."""
+        self.host.closing = True
+        self.host._notify()
 
     async def _child_back(self) -> None:
         """Wait for a restarted child rather than fail the batch (the bus keeps it meanwhile).
