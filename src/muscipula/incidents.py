@@ -69,6 +69,10 @@ REGISTRY: dict[str, Spec] = {
     "store.refused": _s("a capture was cut short by the store quota", "url", "reason", "size"),
     # services
     "blackhole.data": _s("bytes that arrived at the blackhole", "size"),
+    # --- sip
+    "sip.command": _s("a SIP request and the status it was answered with", "method",
+                      "call_id", "addr", "to", "contact", "from", "via", "sdp", "allow",
+                      "user_agent", "status"),
     # --- ftp
     "ftp.command": _s("an FTP command line", "command", "arguments"),
     "ftp.bounce": _s("PORT/EPRT to another host or a privileged port, refused",

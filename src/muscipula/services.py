@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 #: config key -> module that defines `SERVICE`
 MODULES: dict[str, str] = {
     "blackhole": "muscipula.protocols.blackhole",
+    # --- sip
+    "sip": "muscipula.protocols.sip",
     # --- ftp
     "ftp": "muscipula.protocols.ftp",
     # --- tftp

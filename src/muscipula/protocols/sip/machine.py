@@ -1,0 +1,484 @@
+"""SipSession: one UDP peer's datagrams or one TCP connection, answered as the persona's PBX.
+
+UDP: each datagram is one message. TCP/TLS: messages are framed by
+Content-Length in a bounded buffer. Requests are answered statelessly except
+for calls: an INVITE that rings is kept (bounded) so that CANCEL, ACK and BYE
+find it, and its final answer is sent by a timer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+
+from muscipula.capture.urls import find_offers
+from muscipula.machine import Action, BaseMachine, Close, Emit, Peer, Send, Wake
+from muscipula.protocols.sip import digest, sdp
+from muscipula.protocols.sip.message import (
+    Request,
+    SipError,
+    content_length,
+    cseq,
+    head_end,
+    parse_head,
+    parse_name_addr,
+    parse_uri,
+    parse_via,
+    split_commas,
+)
+from muscipula.protocols.sip.policy import LoginPolicy
+from muscipula.protocols.sip.products import REASONS, Product
+
+#: dionaea's sip_commands.sip_command_allow bits
+ALLOW_BITS = {
+    "UNKNOWN": 1, "ACK": 2, "BYE": 4, "CANCEL": 8, "INFO": 16, "INVITE": 32, "MESSAGE": 64,
+    "NOTIFY": 128, "OPTIONS": 256, "PRACK": 512, "PUBLISH": 1024, "REFER": 2048,
+    "REGISTER": 4096, "SUBSCRIBE": 8192, "UPDATE": 16384,
+}
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_FINALS = {"busy": 486, "unavailable": 480, "not_found": 404, "answer": 200}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every session of the service shares, made once from its config."""
+
+    product: Product
+    policy: LoginPolicy
+    nonces: digest.Nonces
+    secret: bytes
+    realm: str
+    unknown_extension: str  # not_found, forbidden, challenge
+    invite_auth: bool
+    invite_final: str
+    ring_delay: float
+    answer_delay: float
+    max_message: int
+    max_headers: int
+    max_calls: int
+    expires: int
+
+
+@dataclass(slots=True)
+class _Call:
+    req: Request
+    due: float
+    answered: bool = False
+
+
+class SipSession(BaseMachine):
+    protocol = "SipSession"
+
+    def __init__(self, setup: Setup, peer: Peer) -> None:
+        self.s = setup
+        self.peer = peer
+        self.udp = peer.transport == "udp"
+        self.buf = bytearray()
+        self.calls: dict[str, _Call] = {}  # call-id -> ringing or answered call
+        self.closing = False
+
+    def buffered(self) -> int:
+        return len(self.buf) + sum(len(c.req.body) for c in self.calls.values())
+
+    # ------------------------------------------------------------- framing
+
+    def receive(self, data: bytes, now: float) -> list[Action]:
+        if self.closing:
+            return []
+        if self.udp:
+            if not data.strip(b"\r\n\x00 "):
+                return []  # keep-alive
+            return self._datagram(data, now) + self._wake()
+        self.buf += data
+        out: list[Action] = []
+        while self.buf and not self.closing:
+            stripped = self.buf.lstrip(b"\r\n")
+            if len(stripped) != len(self.buf):
+                if bytes(self.buf[:4]) == b"\r\n\r\n":
+                    out.append(Send(b"\r\n"))  # RFC 5626 keep-alive pong
+                del self.buf[: len(self.buf) - len(stripped)]
+                continue
+            end = head_end(bytes(self.buf[: self.s.max_message + 4]))
+            if end is None:
+                if len(self.buf) > self.s.max_message:
+                    out += self._too_big(bytes(self.buf[:512]))
+                break
+            try:
+                req = parse_head(bytes(self.buf[: end[0]]), self.s.max_headers)
+                size = content_length(req) or 0
+            except SipError as err:
+                out += self._refuse(err, bytes(self.buf[:512]), None)
+                self.buf.clear()
+                out.append(Close("unparsable message"))
+                self.closing = True
+                break
+            if end[1] + size > self.s.max_message:
+                out += self._too_big(bytes(self.buf[:512]), req)
+                break
+            if len(self.buf) < end[1] + size:
+                break
+            req.body = bytes(self.buf[end[1]: end[1] + size])
+            del self.buf[: end[1] + size]
+            out += self._request(req, now)
+        return out + self._wake()
+
+    def _datagram(self, data: bytes, now: float) -> list[Action]:
+        if len(data) > self.s.max_message:
+            return self._too_big(data[:512])
+        end = head_end(data)
+        head, body = (data[: end[0]], data[end[1]:]) if end else (data, b"")
+        try:
+            req = parse_head(head, self.s.max_headers)
+            size = content_length(req)
+        except SipError as err:
+            return self._refuse(err, data[:512], None)
+        if size is not None:
+            if size > len(body):
+                short = SipError(400, "Bad Request", "body shorter than Content-Length")
+                return self._refuse(short, data[:512], req)
+            body = body[:size]
+        req.body = body
+        return self._request(req, now)
+
+    def _too_big(self, sample: bytes, req: Request | None = None) -> list[Action]:
+        err = SipError(513, "Message Too Large", "message over max_message")
+        out = self._refuse(err, sample, req)
+        self.buf.clear()
+        if not self.udp:
+            self.closing = True
+            out.append(Close("message too large"))
+        return out
+
+    def _refuse(self, err: SipError, sample: bytes, req: Request | None) -> list[Action]:
+        out: list[Action] = [Emit("protocol.error", {"detail": err.detail, "data": sample})]
+        if req is None:
+            try:
+                req = parse_head(sample.split(b"\r\n\r\n")[0], self.s.max_headers)
+            except SipError:
+                req = None
+        if err.status and req is not None and req.vias() and req.method != "ACK":
+            out.append(Send(self._response(req, err.status, err.reason)))
+        return out
+
+    # ------------------------------------------------------------- requests
+
+    def _request(self, req: Request, now: float) -> list[Action]:
+        missing = [h for h in _REQUIRED if req.get(h) is None]
+        cs = cseq(req)
+        if "via" in missing:
+            return [Emit("protocol.error", {"detail": "no Via: no answer possible",
+                                            "data": req.method.encode()[:64]})]
+        if missing or cs is None or cs[1] != req.method:
+            detail = f"missing {', '.join(missing)}" if missing else "bad CSeq"
+            return self._refuse(SipError(400, "Bad Request", detail), req.method.encode(), req)
+        out: list[Action] = []
+        body_sdp = None
+        ctype = (req.get("content-type") or "").lower()
+        if req.body and "application/sdp" in ctype:
+            body_sdp = sdp.parse(req.body)
+            if body_sdp is None and req.method in ("INVITE", "ACK", "UPDATE", "PRACK"):
+                out.append(self._command(req, None, 400))
+                out.append(Emit("protocol.error", {"detail": "unreadable SDP",
+                                                   "data": req.body[:512]}))
+                out.append(Send(self._response(req, 400, "Bad Request")))
+                return out
+        handler = getattr(self, f"_on_{req.method.lower()}", None) \
+            if req.method in ALLOW_BITS else None
+        status, replies = handler(req, now) if handler is not None else self._other(req, now)
+        out.append(self._command(req, body_sdp, status))
+        out += self._offers(req)
+        out += replies
+        return out
+
+    def _command(self, req: Request, body_sdp: dict[str, Any] | None, status: int) -> Emit:
+        def addr(value: str | None) -> dict[str, Any] | None:
+            if value is None:
+                return None
+            na = parse_name_addr(value)
+            return _addr_fields(na.display, na.uri)
+
+        vias = []
+        for v in req.vias()[:16]:
+            via = parse_via(v)
+            if via is not None:
+                vias.append({"protocol": via.protocol, "address": via.address,
+                             "port": via.port})
+        allow = [m.strip().upper() for m in split_commas(req.get("allow") or "") if m.strip()]
+        contacts = [addr(c) for c in split_commas(req.get("contact") or "") if c.strip()][:16]
+        return Emit("sip.command", {
+            "method": req.method[:64], "call_id": (req.get("call-id") or "")[:256],
+            "addr": _addr_fields("", parse_uri(req.uri)), "to": addr(req.get("to")),
+            "contact": contacts, "from": [addr(f) for f in req.all("from")[:4]],
+            "via": vias, "sdp": body_sdp, "allow": allow[:32],
+            "user_agent": (req.get("user-agent") or "")[:256], "status": status,
+        })
+
+    def _offers(self, req: Request) -> list[Action]:
+        if not req.body:
+            return []
+        text = req.body.decode("utf-8", "replace")
+        return [Emit("download.offer", {"url": u, "source": "sip"}) for u in find_offers(text)]
+
+    # ------------------------------------------------------------- methods
+
+    def _on_options(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        extra = list(self.s.product.options_headers)
+        if self.s.product.key == "3cx":
+            extra.insert(0, ("Contact", f"<sip:{self._host()}:{self.peer.local_port}>"))
+        return 200, [Send(self._response(req, 200, extra=extra))]
+
+    def _on_register(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        to = parse_name_addr(req.get("to") or "")
+        user = to.uri.user
+        return self._authenticated(req, now, user, 401, self._registered)
+
+    def _registered(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        expires = req.get("expires") or ""
+        secs = int(expires) if expires.isdigit() and len(expires) < 9 else self.s.expires
+        secs = min(secs, self.s.expires)
+        extra: list[tuple[str, str]] = []
+        for c in split_commas(req.get("contact") or "")[:8]:
+            if c.strip() and c.strip() != "*" and secs:
+                na = parse_name_addr(c)
+                extra.append(("Contact", f"<{na.uri_text}>;expires={secs}"))
+        extra += [("Date", formatdate(now, usegmt=True)), ("Expires", str(secs))]
+        return 200, [Send(self._response(req, 200, extra=extra))]
+
+    def _on_invite(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        user = parse_uri(req.uri).user
+        if not self.s.policy.exists(user) and self.s.unknown_extension != "challenge":
+            code = 404 if self.s.unknown_extension == "not_found" else 403
+            return code, [Send(self._response(req, code))]
+        if self.s.invite_auth:
+            return self._authenticated(req, now, None, self.s.product.invite_challenge,
+                                       self._ring)
+        return self._ring(req, now)
+
+    def _ring(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        call_id = req.get("call-id") or ""
+        out: list[Action] = [Send(self._response(req, 100, to_tag=False))]
+        if call_id not in self.calls and len(self.calls) >= self.s.max_calls:
+            out.append(Emit("connection.limit", {"limit": "max_calls", "value": self.s.max_calls}))
+            out.append(Send(self._response(req, 486)))
+            return 486, out
+        out.append(Send(self._response(req, 180)))
+        self.calls[call_id] = _Call(req, now + self.s.ring_delay + self.s.answer_delay)
+        return 180, out
+
+    def timer(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        for call_id, call in list(self.calls.items()):
+            if call.due > now:
+                continue
+            if call.answered:
+                del self.calls[call_id]  # the caller never hung up: forget the call
+                continue
+            code = _FINALS[self.s.invite_final]
+            if code == 200:
+                call.answered = True
+                call.due = now + 3600
+                body = self._answer_sdp(call.req, now)
+                out.append(Send(self._response(call.req, 200, extra=[
+                    ("Contact", f"<sip:{self._host()}:{self.peer.local_port}>"),
+                    ("Content-Type", "application/sdp")], body=body)))
+            else:
+                del self.calls[call_id]
+                out.append(Send(self._response(call.req, code)))
+        return out + self._wake()
+
+    def _answer_sdp(self, req: Request, now: float) -> bytes:
+        host = self._host()
+        family = "IP6" if ":" in host else "IP4"
+        sess = int.from_bytes(self._hash("sess", req.get("call-id") or "")[:4], "big")
+        port = 10000 + sess % 10000 * 2
+        lines = [
+            "v=0", f"o=- {sess} {sess + 2} IN {family} {host}",
+            "s=Asterisk" if self.s.product.key == "asterisk" else "s=3CX Phone System",
+            f"c=IN {family} {host}", "t=0 0", f"m=audio {port} RTP/AVP 0 8 101",
+            "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000",
+            "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16", "a=ptime:20",
+            "a=sendrecv",
+        ]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    def _on_ack(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        return 0, []
+
+    def _on_cancel(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        call = self.calls.get(req.get("call-id") or "")
+        if call is None or call.answered:
+            return 481, [Send(self._response(req, 481))]
+        del self.calls[req.get("call-id") or ""]
+        return 200, [Send(self._response(req, 200)), Send(self._response(call.req, 487))]
+
+    def _on_bye(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        call_id = req.get("call-id") or ""
+        call = self.calls.get(call_id)
+        if call is None or not call.answered:
+            return 481, [Send(self._response(req, 481))]
+        del self.calls[call_id]
+        return 200, [Send(self._response(req, 200))]
+
+    def _other(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        if req.method in ALLOW_BITS and req.method != "UNKNOWN":
+            if req.method in ("SUBSCRIBE", "PUBLISH", "MESSAGE", "NOTIFY", "REFER"):
+                return self._authenticated(req, now, None, 401, self._no_event)
+            return 481, [Send(self._response(req, 481))]
+        return 501, [Send(self._response(req, 501, extra=[("Allow", self.s.product.allow)]))]
+
+    def _no_event(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        code = 489 if req.method in ("SUBSCRIBE", "PUBLISH") else 403
+        return code, [Send(self._response(req, code))]
+
+    # ------------------------------------------------------------- auth
+
+    def _authenticated(self, req: Request, now: float, user: str | None, challenge: int,
+                       then: Any) -> tuple[int, list[Action]]:
+        """Challenge, check credentials by policy, or go on with `then`."""
+        header = "proxy-authorization" if challenge == 407 else "authorization"
+        value = req.get(header) or req.get("authorization") or req.get("proxy-authorization")
+        fields = digest.parse_auth(value) if value else None
+        if user is not None and not self.s.policy.exists(user) \
+                and self.s.unknown_extension != "challenge":
+            code = 404 if self.s.unknown_extension == "not_found" else 403
+            out: list[Action] = [Send(self._response(req, code))]
+            if fields:
+                out.insert(0, self._login(req, fields, False, now))
+            return code, out
+        if fields is None:
+            return challenge, [Send(self._challenge(req, challenge, now))]
+        name = fields.get("username", "")
+        peer = self.peer.remote_host
+        fresh = self.s.nonces.fresh(fields.get("nonce", ""), now, peer)
+        ok = fresh and self.s.policy.decide(
+            user if user is not None else name, peer,
+            lambda pw: digest.matches(fields, req.method, pw))
+        if user is not None and name != user and ok:
+            ok = False  # credentials of another extension
+        out = [self._login(req, fields, ok, now)]
+        if ok:
+            status, rest = then(req, now)
+            return status, out + rest
+        if not fresh:
+            out.append(Send(self._challenge(req, challenge, now, stale=True)))
+            return challenge, out
+        if self.s.product.key == "3cx":
+            out.append(Send(self._response(req, 403)))
+            return 403, out
+        out.append(Send(self._challenge(req, challenge, now)))
+        return challenge, out
+
+    def _login(self, req: Request, f: dict[str, str], ok: bool, now: float) -> Emit:
+        extra = {k: f.get(k) for k in ("realm", "nonce", "uri", "response", "cnonce", "nc",
+                                        "qop", "algorithm", "opaque")}
+        extra["hash"] = digest.hashcat(f, req.method, self.peer.local_host,
+                                       self.peer.remote_host)
+        return Emit("login", {"username": f.get("username", ""), "password": None,
+                              "success": ok, "method": "sip-digest", "extra": extra})
+
+    def _challenge(self, req: Request, code: int, now: float, stale: bool = False) -> bytes:
+        p = self.s.product
+        nonce = self.s.nonces.make(now, self.peer.remote_host)
+        name = "Proxy-Authenticate" if code == 407 else "WWW-Authenticate"
+        if p.key == "asterisk":
+            opaque = self._hash("opaque", nonce).hex()[:16]
+            value = (f'Digest realm="{self.s.realm}",nonce="{nonce}",opaque="{opaque}",'
+                     f'{"stale=true," if stale else ""}algorithm={p.algorithm},qop="auth"')
+        else:
+            value = (f'Digest nonce="{nonce}",algorithm={p.algorithm},realm="{self.s.realm}",'
+                     f'qop="auth"{",stale=true" if stale else ""}')
+        return self._response(req, code, extra=[(name, value)])
+
+    # ------------------------------------------------------------- answers
+
+    def _hash(self, kind: str, text: str) -> bytes:
+        return hashlib.blake2b(f"{kind}\0{text}".encode("utf-8", "surrogateescape"),
+                               key=self.s.secret[:64], digest_size=16).digest()
+
+    def _host(self) -> str:
+        host = self.peer.local_host
+        if host.startswith("::ffff:"):
+            host = host[7:]
+        return host
+
+    def _via(self, value: str) -> str:
+        via = parse_via(value)
+        if via is None:
+            return value
+        rhost, rport = self.peer.remote_host, self.peer.remote_port
+        if rhost.startswith("::ffff:"):
+            rhost = rhost[7:]
+        sent, _, rest = value.strip().partition(" ")
+        by = rest.split(";", 1)[0].strip()
+        has_rport = via.param("rport") is not None
+        params = [(k, v) for k, v in via.params if k not in ("rport", "received")]
+        if self.s.product.rport_first:
+            front: list[tuple[str, str | None]] = []
+            if has_rport:
+                front.append(("rport", str(rport)))
+            front.append(("received", rhost))
+            params = front + params
+        else:
+            params = []
+            for k, v in via.params:
+                if k == "rport":
+                    params.append(("rport", str(rport)))
+                elif k != "received":
+                    params.append((k, v))
+            params.append(("received", rhost))
+        text = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+        return f"{sent} {by}{text}"
+
+    def _to_tag(self, req: Request) -> str:
+        via = parse_via(req.vias()[0]) if req.vias() else None
+        branch = via.param("branch") if via else None
+        if self.s.product.key == "asterisk":
+            if branch and branch.startswith("z9hG4bK"):
+                return branch
+            h = self._hash("tag", (req.get("call-id") or "") + (req.get("from") or "")).hex()
+            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+        return self._hash("tag", (req.get("call-id") or "") + (req.get("from") or "")).hex()[:8]
+
+    def _response(self, req: Request, code: int, reason: str | None = None,
+                  extra: list[tuple[str, str]] | None = None, body: bytes = b"",
+                  to_tag: bool = True) -> bytes:
+        p = self.s.product
+        lines = [f"SIP/2.0 {code} {reason or p.reasons.get(code) or REASONS.get(code, '')}"]
+        names = {"via": "Via", "call-id": "Call-ID", "from": "From", "to": "To",
+                 "cseq": "CSeq"}
+        for key in p.copy_order:
+            if key == "via":
+                lines += [f"Via: {self._via(v)}" for v in req.vias()[:16]]
+            elif key == "to":
+                value = req.get("to")
+                if value is None:
+                    continue
+                if to_tag and code > 100 and parse_name_addr(value).tag() is None:
+                    value = f"{value};tag={self._to_tag(req)}"
+                lines.append(f"To: {value}")
+            else:
+                value = req.get(key)
+                if value is not None:
+                    lines.append(f"{names[key]}: {value}")
+        lines += [f"{k}: {v}" for k, v in extra or []]
+        lines.append(f"{p.agent_header}: {p.agent}")
+        lines.append(f"{p.content_length}{len(body)}")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        return head.encode("utf-8", "surrogateescape") + body
+
+    def _wake(self) -> list[Action]:
+        if not self.calls:
+            return [Wake(None)]
+        return [Wake(min(c.due for c in self.calls.values()))]
+
+    def closed(self, now: float) -> list[Action]:
+        self.calls.clear()
+        self.buf.clear()
+        return []
+
+
+def _addr_fields(display: str, uri: Any) -> dict[str, Any]:
+    return {"display_name": display, "scheme": uri.scheme, "user": uri.user,
+            "password": uri.password, "host": uri.host, "port": uri.port}
