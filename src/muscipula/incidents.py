@@ -91,6 +91,10 @@ REGISTRY: dict[str, Spec] = {
     "http.exploit": _s("an exploit payload in an HTTP request", "kind", "where", "detail",
                        "urls"),
     # --- mysql
+    # --- mssql
+    "mssql.fingerprint": _s("a LOGIN7: the client's host, application and library names",
+                            "hostname", "appname", "cltintname", "extra"),
+    "mssql.command": _s("a SQL batch as sent (status: complete)", "status", "cmd"),
 }
 
 

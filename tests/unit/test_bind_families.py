@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from muscipula import config, engine
+from muscipula import config, engine, services
 from muscipula.net import listeners
 
 
 def _engine(addresses: list[str]) -> engine.Engine:
     cfg = config.load(extra={"services": {
-        name: {"enabled": name == "blackhole"} for name in ("blackhole", "ftp", "tftp", "http",
-                                                              "mysql")}})
+        name: {"enabled": name == "blackhole"} for name in services.names()}})
     return engine.Engine(cfg, state_dir=None, port_offset=30000,  # type: ignore[arg-type]
                          addresses=addresses)
 

@@ -1,0 +1,112 @@
+"""MSSQL: TDS answering as the persona's SQL Server, batches run on SQLite."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from muscipula.config import PositiveInt, ServiceConfig, Strict
+from muscipula.protocols.mssql import records as _records  # noqa: F401 - registers writers
+from muscipula.protocols.mssql import tds as T
+from muscipula.protocols.mssql.login import encode_password
+from muscipula.services import ServiceContext, ServiceSpec
+
+if TYPE_CHECKING:
+    from muscipula.services import MachineFactory
+
+
+class Login(Strict):
+    mode: Literal["accept", "list", "refuse_first"] = "accept"
+    users: dict[str, str] = {}
+    refuse_first: int = Field(default=2, ge=0, le=1000)
+
+
+class MssqlConfig(ServiceConfig):
+    tcp_ports: list[int] = [1433]
+    login: Login = Login()
+    #: the largest TDS packet taken (SQL Server's own ceiling is 32767)
+    max_packet: PositiveInt = 32767
+    #: the largest message reassembled from packets (a batch's text, a LOGIN7)
+    max_message: PositiveInt = 4 * 1024 * 1024
+    max_statement_steps: PositiveInt = 20_000_000
+    max_rows: PositiveInt = 10_000
+    max_db_bytes: PositiveInt = 16 * 1024 * 1024
+    #: unusable packets in a row (RPC, bulk load) before we hang up
+    max_protocol_errors: PositiveInt = 100
+    #: answer integrated (NTLM) logins with a CHALLENGE naming the host (Windows personas)
+    ntlm: bool = True
+
+
+def build(ctx: ServiceContext) -> MachineFactory:
+    # the SQL engine (sqlglot) and the machine are imported only for an enabled service
+    from muscipula.protocols.mssql.service import build as build_service
+
+    return build_service(ctx)
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-16-le")
+
+
+def login7(user: str, password: str, tds: bytes = b"\x04\x00\x00\x74", app: str = "sqlcmd",
+           host: str = "WS01", database: str = "", sspi: bytes = b"") -> bytes:
+    """A LOGIN7 payload as a client builds it (tests and fuzz seeds)."""
+    fields = [_b(host), _b(user), encode_password(password), _b(app), _b("srv"), b"",
+              _b("ODBC"), b"", _b(database)]
+    pos = 94
+    table = bytearray()
+    data = bytearray()
+    for raw in fields:
+        table += struct.pack("<HH", pos + len(data), len(raw) // 2)
+        data += raw
+    client_id = b"\0" * 6
+    sspi_at = pos + len(data)
+    data += sspi
+    tail = struct.pack("<HH", sspi_at, len(sspi)) + struct.pack("<HHHH", 0, 0, 0, 0) + b"\0" * 4
+    flags2 = 0x80 if sspi else 0x00
+    fixed = (tds + struct.pack("<III", 4096, 7, 1234) + struct.pack("<I", 0)
+             + bytes([0xE0, 0x03 | flags2, 0, 0]) + struct.pack("<iI", 0, 0x409))
+    body = fixed + bytes(table) + client_id + tail + bytes(data)
+    return struct.pack("<I", len(body) + 4) + body
+
+
+def prelogin(options: int = 5, encryption: int = 2) -> bytes:
+    opts = [(0, b"\x0f\x00\x07\xd0\x00\x00"), (1, bytes([encryption])), (2, b"\0"),
+            (3, b"\x01\x02\x03\x04"), (4, b"\0")][:options]
+    start = len(opts) * 5 + 1
+    table, body = bytearray(), bytearray()
+    for tok, val in opts:
+        table += struct.pack(">BHH", tok, start + len(body), len(val))
+        body += val
+    return bytes(table) + b"\xff" + bytes(body)
+
+
+def batch(sql: str, headers: bool = True) -> bytes:
+    hdr = struct.pack("<IIHQI", 22, 18, 2, 0, 1) if headers else b""
+    return hdr + sql.encode("utf-16-le")
+
+
+FUZZ_SEEDS = (
+    T.packets(T.PRELOGIN, prelogin(), 4096) + T.packets(T.LOGIN7, login7("sa", "pw"), 4096)
+    + T.packets(T.SQL_BATCH, batch("SELECT @@VERSION; SELECT name FROM sys.databases"), 4096),
+    T.packets(T.PRELOGIN, prelogin(4, 0), 4096)
+    + T.packets(T.LOGIN7, login7("sa", "", tds=b"\x00\x00\x00\x71"), 4096)
+    + T.packets(T.SQL_BATCH, batch("exec sp_configure 'show advanced options',1;RECONFIGURE;"
+                                   "exec sp_configure 'xp_cmdshell',1;RECONFIGURE;"
+                                   "exec xp_cmdshell 'whoami'", False), 512),
+    T.packets(T.LOGIN7, login7("u", "p"), 4096)
+    + T.packets(T.SQL_BATCH, batch("CREATE TABLE t (a INT, b NVARCHAR(10));"
+                                   "INSERT INTO t VALUES (1, N'x');SELECT * FROM t"), 64),
+    T.packets(T.LOGIN7, login7("", "", sspi=b"NTLMSSP\0\x01\0\0\0" + b"\0" * 24), 4096),
+)
+
+
+def _max_buffer(cfg: MssqlConfig) -> int:
+    return cfg.max_packet + cfg.max_message
+
+
+SERVICE = ServiceSpec("mssql", "mssqld", MssqlConfig, build,
+                      "TDS answering as the persona's SQL Server, batches on SQLite",
+                      max_buffer=_max_buffer, fuzz_seeds=FUZZ_SEEDS)

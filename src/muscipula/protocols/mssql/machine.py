@@ -1,0 +1,236 @@
+"""One TDS connection: PRELOGIN, LOGIN7 (SQL or NTLM), then SQL batches.
+
+Replies follow SQL Server's token order and widths for the client's TDS version
+(7.1 for impacket, 7.4 for FreeTDS, pytds and pymssql).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from muscipula.machine import Action, BaseMachine, Close, Emit, Send
+from muscipula.protocols.mssql import login as L
+from muscipula.protocols.mssql import tds as T
+from muscipula.protocols.mssql.ntlm import is_negotiate, parse_authenticate
+from muscipula.protocols.mssql.sql import Setup as SqlSetup
+from muscipula.protocols.mssql.sql import SqlSession
+
+if TYPE_CHECKING:
+    from muscipula.protocols.mssql.product import Product
+    from muscipula.protocols.mysql.policy import LoginPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    product: Product
+    policy: LoginPolicy
+    sql: SqlSetup
+    max_packet: int
+    max_message: int
+    max_protocol_errors: int
+    #: now -> (NTLM CHALLENGE message, its server challenge); None: no integrated login
+    ntlm: Callable[[float], tuple[bytes, bytes]] | None
+
+
+class MssqlMachine(BaseMachine):
+    protocol = "mssqld"
+
+    def __init__(self, setup: Setup, remote_host: str, spid: int) -> None:
+        self.s = setup
+        self.remote_host = remote_host
+        self.spid = spid & 0xFFFF
+        self.framer = T.Framer(setup.max_packet, setup.max_message)
+        self.tds = 0x74
+        self.packet_size = 4096
+        self.sql: SqlSession | None = None
+        self.pending: L.Login7 | None = None  # an integrated login waiting for its SSPI
+        self.errors = 0
+        self.challenge = b""
+        self.xact = 0
+        self.closed_ = False
+
+    def buffered(self) -> int:
+        return self.framer.held()
+
+    def closed(self, now: float) -> list[Action]:
+        if self.sql is not None:
+            self.sql.close()
+        return []
+
+    def receive(self, data: bytes, now: float) -> list[Action]:
+        out: list[Action] = []
+        if self.closed_:
+            return out
+        for item in self.framer.feed(data):
+            if isinstance(item, str):
+                self.closed_ = True
+                return [*out, Emit("connection.limit", {"limit": item, "value": len(data)}),
+                        Close(item)]
+            kind, payload = item
+            out += self._message(kind, payload, now)
+            if self.closed_:
+                break
+        return out
+
+    # ------------------------------------------------------------ dispatch
+
+    def _reply(self, tokens: bytes) -> Send:
+        return Send(T.packets(T.REPLY, tokens, self.packet_size, self.spid))
+
+    def _bad(self, detail: str, data: bytes) -> list[Action]:
+        """What SQL Server does with a packet it cannot use: it drops the connection."""
+        self.closed_ = True
+        return [Emit("protocol.error", {"detail": detail, "data": data[:512]}), Close(detail)]
+
+    def _message(self, kind: int, payload: bytes, now: float) -> list[Action]:
+        if kind == T.PRELOGIN and self.sql is None and self.pending is None:
+            return self._prelogin(payload)
+        if kind == T.LOGIN7 and self.sql is None and self.pending is None:
+            return self._login7(payload, now)
+        if kind == T.SSPI and self.pending is not None:
+            return self._sspi(payload, now)
+        if self.sql is None:
+            return self._bad(f"packet type {kind:#x} before login", payload)
+        if kind == T.SQL_BATCH:
+            return self._batch(payload, now)
+        if kind == T.TRANSACTION:
+            return [self._reply(self._transaction(payload))]
+        if kind == T.ATTENTION:
+            return [self._reply(T.done(T.DONE_ATTN, 0, 0, self.tds))]
+        self.errors += 1
+        if self.errors >= self.s.max_protocol_errors:
+            return self._bad(f"packet type {kind:#x}", payload)
+        err = T.error(102, 1, 15, "Incorrect syntax near ''.", self.s.product.server,
+                      tds=self.tds)
+        return [Emit("protocol.error", {"detail": f"packet type {kind:#x}",
+                                        "data": payload[:512]}),
+                self._reply(err + T.done(T.DONE_ERROR, 0, 0, self.tds))]
+
+    # ------------------------------------------------------------ login
+
+    def _prelogin(self, payload: bytes) -> list[Action]:
+        options = L.parse_prelogin(payload)
+        if options is None:
+            return self._bad("malformed PRELOGIN", payload)
+        p = self.s.product
+        body, asked = L.prelogin_reply(options, p.version, p.instance)
+        out: list[Action] = [Send(T.packets(T.REPLY, body, 4096, 0))]
+        if asked in (L.ENCRYPT_ON, L.ENCRYPT_REQ):
+            out.insert(0, Emit("protocol.error", {
+                "detail": "client requires encryption; answered ENCRYPT_NOT_SUP",
+                "data": payload[:512]}))
+        return out
+
+    def _login7(self, payload: bytes, now: float) -> list[Action]:
+        login = L.parse_login7(payload)
+        if login is None:
+            return self._bad("malformed LOGIN7", payload)
+        self.tds, _ = self.s.product.tds_version(login.tds)
+        out: list[Action] = [Emit("mssql.fingerprint", {
+            "hostname": login.hostname, "appname": login.appname,
+            "cltintname": login.cltintname, "extra": login.extra})]
+        if login.integrated:
+            if self.s.ntlm is None or not is_negotiate(login.sspi):
+                return [*out, *self._fail(login, "", now, "ntlm")]
+            self.pending = login
+            message, self.challenge = self.s.ntlm(now)
+            return [*out, self._reply(T.sspi(message))]
+        return out + self._finish(login, login.username, login.password, now, "password")
+
+    def _sspi(self, payload: bytes, now: float) -> list[Action]:
+        login, self.pending = self.pending, None
+        assert login is not None
+        auth = parse_authenticate(payload, self.challenge)
+        if auth is None:
+            return self._fail(login, "", now, "ntlm")
+        user = f"{auth['domain']}\\{auth['user']}" if auth["domain"] else auth["user"]
+        login.extra = {**login.extra, "ntlm": auth}
+        return self._fail(login, user, now, "ntlm", hash_=auth.get("hash"))
+
+    def _emit_login(self, login: L.Login7, user: str, password: str | None, ok: bool,
+                    method: str, hash_: Any = None) -> Emit:
+        extra = dict(login.extra)
+        if hash_:
+            extra["hash"] = hash_
+        return Emit("login", {"username": user, "password": password, "success": ok,
+                              "method": method, "extra": extra})
+
+    def _fail(self, login: L.Login7, user: str, now: float, method: str,
+              hash_: Any = None) -> list[Action]:
+        p = self.s.product
+        text = f"Login failed for user '{user}'." if user else \
+            "Login failed. The login is from an untrusted domain and cannot be used with " \
+            "Windows authentication."
+        number = 18456 if user else 18452
+        tokens = (T.error(number, 1, 14, text, p.server, tds=self.tds)
+                  + T.done(T.DONE_ERROR, 0, 0, self.tds))
+        self.closed_ = True
+        return [self._emit_login(login, user, None if method == "ntlm" else login.password,
+                                 False, method, hash_),
+                self._reply(tokens), Close("login failed")]
+
+    def _finish(self, login: L.Login7, user: str, password: str, now: float,
+                method: str) -> list[Action]:
+        ok = self.s.policy.decide(user, self.remote_host, password, lambda _: False)
+        if not ok:
+            return self._fail(login, user, now, method)
+        p = self.s.product
+        self.tds, version = p.tds_version(login.tds)
+        size = login.packet_size if 512 <= login.packet_size <= 32767 else 4096
+        self.packet_size = size
+        self.sql = SqlSession(self.s.sql, user, login.hostname, self.spid, self.tds)
+        db = self.sql.db
+        srv = p.server
+        tokens = (T.envchange(1, db, "master")
+                  + T.info(5701, 2, 0, f"Changed database context to '{db}'.", srv,
+                           tds=self.tds)
+                  + T.envchange_collation()
+                  + T.envchange(2, "us_english", "")
+                  + T.info(5703, 1, 0, "Changed language setting to us_english.", srv,
+                           tds=self.tds)
+                  + T.loginack(version, "Microsoft SQL Server", p.version)
+                  + T.envchange(4, str(size), "4096")
+                  + T.done(0, 0, 0, self.tds))
+        return [self._emit_login(login, user, password, True, method), self._reply(tokens)]
+
+    # ------------------------------------------------------------ batches
+
+    def _transaction(self, payload: bytes) -> bytes:
+        """Transaction manager requests (pytds begins one at connect): begin, commit,
+        rollback answered with their ENVCHANGE; nothing is really transacted."""
+        data = self._skip_headers(payload)
+        request = struct.unpack_from("<H", data)[0] if len(data) >= 2 else -1
+        if request == 5:  # TM_BEGIN_XACT
+            self.xact += 1
+            new = struct.pack("<Q", (self.spid << 32) | self.xact)
+            return T.envchange_bytes(8, new, b"") + T.done(0, 0, 0, self.tds)
+        if request in (7, 8):  # TM_COMMIT_XACT, TM_ROLLBACK_XACT
+            old = struct.pack("<Q", (self.spid << 32) | self.xact)
+            return T.envchange_bytes(request + 2, b"", old) + T.done(0, 0, 0, self.tds)
+        return T.done(0, 0, 0, self.tds)
+
+    def _skip_headers(self, data: bytes) -> bytes:
+        """ALL_HEADERS leads a batch or request from TDS 7.2 on."""
+        if self.tds >= 0x72 and len(data) >= 4:
+            total = struct.unpack_from("<I", data)[0]
+            if 4 <= total <= len(data):
+                return data[total:]
+        return data
+
+    def _batch(self, payload: bytes, now: float) -> list[Action]:
+        data = self._skip_headers(payload)
+        text = data[:len(data) & ~1].decode("utf-16-le", "replace")
+        sql = self.sql
+        assert sql is not None
+        tokens = sql.batch(text, now)
+        out: list[Action] = [Emit("mssql.command", {"status": "complete", "cmd": text})]
+        fx = sql.effects
+        for url in fx.offers:
+            out.append(Emit("download.offer", {"url": url, "source": "mssql"}))
+        fx.offers.clear()
+        fx.commands.clear()
+        out.append(self._reply(tokens))
+        return out

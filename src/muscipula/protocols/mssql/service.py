@@ -1,0 +1,52 @@
+"""Building the MSSQL service from its config and the persona."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+from muscipula.machine import Peer
+from muscipula.protocols.mssql import MssqlConfig
+from muscipula.protocols.mssql.machine import MssqlMachine, Setup
+from muscipula.protocols.mssql.ntlm import Names, challenge_message
+from muscipula.protocols.mssql.product import make_product
+from muscipula.protocols.mssql.sql import Setup as SqlSetup
+from muscipula.protocols.mysql.backend import Engine, Limits
+from muscipula.protocols.mysql.policy import LoginPolicy
+from muscipula.services import ServiceContext
+
+
+def build(ctx: ServiceContext):
+    cfg: MssqlConfig = ctx.config
+    persona = ctx.persona
+    linux = persona.os_family != "windows"
+    product = make_product(persona.product("mssql"), persona.hostname, linux)
+    limits = Limits(max_steps=cfg.max_statement_steps, max_rows=cfg.max_rows,
+                    max_db_bytes=cfg.max_db_bytes, max_databases=4)
+    engine = Engine(ctx.state_dir, {}, limits)
+    sql = SqlSetup(engine, product, cfg.max_rows, cfg.max_message // 2)
+    policy = LoginPolicy(cfg.login.mode, dict(cfg.login.users), cfg.login.refuse_first)
+    ntlm = None
+    if cfg.ntlm and not linux:
+        netbios = persona.netbios_name
+        domain = persona.domain.upper().split(".")[0] if persona.domain else netbios
+        version = persona.facts.get("os_version", "6.1").split(".")
+        names = Names(netbios, domain[:15], persona.fqdn, persona.domain or persona.hostname,
+                      (int(version[0]), int(version[1]), int(persona.facts.get("os_build", 0))))
+
+        def ntlm(now: float) -> tuple[bytes, bytes]:
+            challenge = os.urandom(8)  # a fresh one per login, as Windows draws it
+            return challenge_message(names, challenge, now), challenge
+
+    setup = Setup(product, policy, sql, cfg.max_packet, cfg.max_message,
+                  cfg.max_protocol_errors, ntlm)
+    # SQL Server's user sessions take SPIDs from 51 on
+    spids = itertools.count(51 + persona.secrets.number("mssql.spid_offset", 0, 40))
+
+    def factory(peer: Peer) -> MssqlMachine:
+        spid = next(spids)
+        if spid > 32000:
+            spid = 51
+        return MssqlMachine(setup, peer.remote_host, spid)
+
+    return factory

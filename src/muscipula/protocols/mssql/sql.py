@@ -1,0 +1,521 @@
+"""T-SQL batches: recon answered as the persona's server, the rest run on SQLite via sqlglot.
+
+Each batch becomes TDS tokens (COLMETADATA/ROW/DONE, ERROR, INFO, ENVCHANGE). The
+SQLite side is the MySQL service's guarded backend (authorizer, step budget, row
+and size caps) on an in-memory database per session. `xp_cmdshell` is refused as
+a default install refuses it (error 15281) until `sp_configure` and RECONFIGURE
+turn it on; either way its command is scanned for download URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+from sqlglot.tokens import TokenType
+
+from muscipula.capture.urls import find_offers
+from muscipula.protocols.mssql import tds as T
+from muscipula.protocols.mssql.cmdshell import run_command
+from muscipula.protocols.mssql.product import Product
+from muscipula.protocols.mysql.backend import Engine, Interrupted, Session
+
+logging.getLogger("sqlglot").setLevel(logging.CRITICAL)
+
+DATABASES = ("master", "tempdb", "model", "msdb")
+_SYS_DDL = """
+ATTACH ':memory:' AS sys;
+CREATE TABLE sys.databases (name TEXT, database_id INTEGER, create_date TEXT,
+    compatibility_level INTEGER, collation_name TEXT, state_desc TEXT, is_trustworthy_on INTEGER);
+CREATE TABLE sys.server_principals (name TEXT, principal_id INTEGER, type TEXT,
+    type_desc TEXT, is_disabled INTEGER, default_database_name TEXT);
+CREATE TABLE sys.sql_logins (name TEXT, principal_id INTEGER, is_disabled INTEGER,
+    password_hash BLOB);
+CREATE TABLE sys.configurations (configuration_id INTEGER, name TEXT, value INTEGER,
+    minimum INTEGER, maximum INTEGER, value_in_use INTEGER, description TEXT,
+    is_dynamic INTEGER, is_advanced INTEGER);
+CREATE TABLE sysdatabases (name TEXT, dbid INTEGER, sid BLOB, mode INTEGER, status INTEGER,
+    crdate TEXT, filename TEXT);
+CREATE TABLE syslogins (name TEXT, sid BLOB, loginname TEXT, dbname TEXT, sysadmin INTEGER);
+"""
+_CONFIGS = (  # id, name, advanced, description
+    (518, "show advanced options", 0, "show advanced options"),
+    (16390, "xp_cmdshell", 1, "Enable or disable command shell"),
+    (16388, "Ole Automation Procedures", 1, "Enable or disable Ole Automation Procedures"),
+    (1562, "clr enabled", 0, "CLR user code execution enabled in the server"),
+    (16391, "Ad Hoc Distributed Queries", 1, "Enable or disable Ad Hoc Distributed Queries"),
+)
+_XP_OFF = ("SQL Server blocked access to procedure 'sys.xp_cmdshell' of component "
+           "'xp_cmdshell' because this component is turned off as part of the security "
+           "configuration for this server. A system administrator can enable the use of "
+           "'xp_cmdshell' by using sp_configure. For more information about enabling "
+           "'xp_cmdshell', search for 'xp_cmdshell' in SQL Server Books Online.")
+_EXEC = re.compile(r"(?is)^(?:exec(?:ute)?\s+)?(?:@\w+\s*=\s*)?"
+                   r"((?:\[?\w+\]?\s*\.\s*(?:\[?\w*\]?\s*\.\s*)?)?\[?\w+\]?)\s*(.*)$")
+_USE = re.compile(r"(?is)^use\s+\[?([^\]\s;]+)\]?\s*$")
+_RECONFIGURE = re.compile(r"(?is)\breconfigure(?:\s+with\s+override)?\s*$")
+_GO = re.compile(r"(?im)^\s*go\s*$")
+_WORD = re.compile(r"[\w@#$]+|\S")
+
+
+@dataclass(slots=True)
+class Effects:
+    offers: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    engine: Engine
+    product: Product
+    max_rows: int
+    max_batch_chars: int
+
+
+class SqlError(Exception):
+    def __init__(self, number: int, state: int, cls: int, text: str, proc: str = "") -> None:
+        super().__init__(text)
+        self.number, self.state, self.cls, self.text, self.proc = number, state, cls, text, proc
+
+
+def _literal(value: str) -> str:
+    """The text of a T-SQL string literal (N'..' or '..'), or a bare word."""
+    value = value.strip()
+    if value[:1] in "nN" and value[1:2] == "'":
+        value = value[1:]
+    if len(value) >= 2 and value[0] == "'" and value[-1] == "'":
+        return value[1:-1].replace("''", "'")
+    return value
+
+
+def _args(text: str) -> list[str]:
+    """Top-level comma-separated procedure arguments, quotes respected."""
+    out, cur, quoted = [], [], False
+    for ch in text:
+        if ch == "'":
+            quoted = not quoted
+        if ch == "," and not quoted:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if "".join(cur).strip():
+        out.append("".join(cur))
+    return [_literal(re.sub(r"(?is)^@\w+\s*=\s*", "", a.strip())) for a in out]
+
+
+def split_batch(text: str) -> list[str]:
+    """Statements at top-level `;` and GO lines, quotes and comments respected."""
+    pieces: list[str] = []
+    for chunk in _GO.split(text):
+        try:
+            tokens = sqlglot.tokenize(chunk, read="tsql")
+        except SqlglotError:
+            pieces.append(chunk)
+            continue
+        start = 0
+        depth = 0
+        head = ""  # the current statement's first word
+        prev = ""
+        for tok in tokens:
+            word = tok.text.upper()
+            if tok.token_type == TokenType.SEMICOLON:
+                pieces.append(chunk[start:tok.start])
+                start, head, prev = tok.end + 1, "", ""
+                depth = 0
+                continue
+            if tok.token_type == TokenType.L_PAREN:
+                depth += 1
+            elif tok.token_type == TokenType.R_PAREN:
+                depth = max(depth - 1, 0)
+            elif depth == 0 and head and _starts_statement(word, head, prev, tok.token_type):
+                pieces.append(chunk[start:tok.start])
+                start, head = tok.start, ""
+            elif word == "VALUES" and head == "INSERT":
+                head = "INSERT VALUES"  # a SELECT after the rows starts a statement
+            if not head:
+                head = word
+            prev = word
+        pieces.append(chunk[start:])
+    return [p.strip() for p in pieces if p.strip()]
+
+
+_STARTERS = {"INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "EXEC", "EXECUTE", "USE",
+             "DECLARE", "TRUNCATE", "SELECT", "SET", "RECONFIGURE", "GRANT", "PRINT"}
+
+
+def _starts_statement(word: str, head: str, prev: str, kind: TokenType) -> bool:
+    """Whether `word` begins a new statement of a batch written without `;`."""
+    if word not in _STARTERS or kind in (TokenType.STRING, TokenType.IDENTIFIER):
+        return False
+    if prev in ("UNION", "ALL", "EXCEPT", "INTERSECT", "AS", "FOR", "ON", "AFTER", "OF", ",",
+                "INSTEAD", "="):
+        return False
+    if word == "SELECT" and head in ("INSERT", "CREATE", "WITH", "ALTER", "DECLARE"):
+        return False
+    return not (word == "SET" and head == "UPDATE")
+
+
+class SqlSession:
+    """One login's state: database, configuration asked for, and its SQLite session."""
+
+    def __init__(self, setup: Setup, user: str, client_host: str, spid: int, tds: int,
+                 database: str = "master") -> None:
+        self.s = setup
+        self.p = setup.product
+        self.user = user
+        self.client_host = client_host
+        self.spid = spid
+        self.tds = tds
+        self.db = database if database.lower() in DATABASES else "master"
+        self.config = {name: 0 for _, name, _, _ in _CONFIGS}
+        self.pending = dict(self.config)
+        self.now = 0.0
+        self.effects = Effects()
+        self._backend: Session | None = None
+
+    # ------------------------------------------------------------ backend
+
+    def backend(self) -> Session:
+        if self._backend is None:
+            self._backend = self.s.engine.open(self._functions())
+            self._backend.script(_SYS_DDL)
+            self._seed(self._backend)
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def _seed(self, b: Session) -> None:
+        created = "2003-04-08 09:13:36.390"
+        dbs = [(n, i + 1, created if i != 1 else self.stamp(), self._compat(),
+                "SQL_Latin1_General_CP1_CI_AS", "ONLINE", 1 if n == "msdb" else 0)
+               for i, n in enumerate(DATABASES)]
+        for d in dbs:
+            b.internal("INSERT INTO sys.databases VALUES (?,?,?,?,?,?,?)", d)
+        for n, i, *_ in dbs:
+            b.internal("INSERT INTO sysdatabases VALUES (?,?,?,0,0,?,?)",
+                       (n, i, b"\x01", created, f"{n}.mdf"))
+        for row in ((("sa", 1, "S", "SQL_LOGIN", 0, "master")),
+                    ("public", 2, "R", "SERVER_ROLE", 0, None),
+                    ("sysadmin", 3, "R", "SERVER_ROLE", 0, None)):
+            b.internal("INSERT INTO sys.server_principals VALUES (?,?,?,?,?,?)", row)
+        b.internal("INSERT INTO sys.sql_logins VALUES ('sa', 1, 0, NULL)")
+        b.internal("INSERT INTO syslogins VALUES ('sa', X'01', 'sa', 'master', 1)")
+        for cid, name, adv, desc in _CONFIGS:
+            b.internal("INSERT INTO sys.configurations VALUES (?,?,?,0,1,?,?,1,?)",
+                       (cid, name, self.config[name], self.config[name], desc, adv))
+
+    def _compat(self) -> int:
+        return self.p.version[0] * 10
+
+    def stamp(self) -> str:
+        t = datetime.fromtimestamp(self.now, UTC)
+        return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}"
+
+    def sysvar(self, name: Any = None) -> Any:
+        key = str(name or "").lower()
+        return {"version": self.p.version_string, "servername": self.p.server,
+                "spid": self.spid, "language": "us_english", "servicename": self.p.instance,
+                "trancount": 0, "rowcount": 0, "error": 0, "identity": None,
+                "max_connections": 32767, "langid": 0, "textsize": 2147483647,
+                "microsoftversion": (self.p.version[0] << 24) | (self.p.version[1] << 16)
+                | self.p.version[2], "dbts": None, "datefirst": 7,
+                "lock_timeout": -1, "nestlevel": 0, "options": 5496}.get(key)
+
+    def sysadmin(self) -> bool:
+        return self.user.lower() == "sa"
+
+    def _functions(self) -> dict[str, Callable[..., Any]]:
+        def role(name: Any = None, *_: Any) -> Any:
+            r = str(name or "").lower()
+            if r in ("sysadmin", "serveradmin", "securityadmin", "setupadmin",
+                     "processadmin", "diskadmin", "dbcreator", "bulkadmin"):
+                return 1 if self.sysadmin() else 0
+            return 1 if r == "public" else None
+
+        return {
+            "sysvar": self.sysvar,
+            "serverproperty": lambda n=None, *_: self.p.property(str(n or "")),
+            "is_srvrolemember": role,
+            "is_member": lambda n=None, *_: 1 if self.sysadmin() or n == "public" else 0,
+            "suser_sname": lambda *_: self.user, "suser_name": lambda *_: self.user,
+            "user_name": lambda *_: "dbo" if self.sysadmin() else "guest",
+            "db_name": lambda *_: self.db, "host_name": lambda *_: self.client_host,
+            "app_name": lambda *_: "", "getdate": lambda *_: self.stamp(),
+            "sysdatetime": lambda *_: self.stamp(), "newid": lambda *_: str(uuid.uuid4()).upper(),
+            "db_id": lambda n=None, *_: (DATABASES.index(str(n).lower()) + 1
+                                         if str(n or self.db).lower() in DATABASES else None),
+            "len": lambda v=None, *_: None if v is None else len(str(v).rstrip(" ")),
+        }
+
+    # ------------------------------------------------------------ batches
+
+    def batch(self, text: str, now: float) -> bytes:
+        """Every statement of `text` answered; the tokens of the whole reply."""
+        self.now = now
+        out = bytearray()
+        pieces = split_batch(text[:self.s.max_batch_chars])
+        for n, stmt in enumerate(pieces):
+            last = n == len(pieces) - 1
+            try:
+                out += self.statement(stmt, last)
+            except SqlError as err:
+                out += T.error(err.number, err.state, err.cls, err.text, self.p.server,
+                               err.proc, 1, self.tds)
+                out += T.done(T.DONE_ERROR | (0 if last else T.DONE_MORE), 0, 0xC1, self.tds)
+        if not pieces:
+            out += T.done(tds=self.tds)
+        return bytes(out)
+
+    def _done(self, last: bool, rows: int | None = None, curcmd: int = 0xC1) -> bytes:
+        status = (0 if last else T.DONE_MORE) | (T.DONE_COUNT if rows is not None else 0)
+        return T.done(status, rows or 0, curcmd, self.tds)
+
+    def statement(self, stmt: str, last: bool) -> bytes:
+        low = " ".join(stmt.lower().split())
+        if _RECONFIGURE.fullmatch(low) or low == "reconfigure":
+            self.reconfigure()
+            return self._done(last)
+        reconf = _RECONFIGURE.search(stmt)
+        if reconf and low.startswith(("exec", "sp_configure")):
+            out = self.statement(stmt[:reconf.start()], False)
+            self.reconfigure()
+            return out + self._done(last)
+        m = _USE.match(stmt)
+        if m:
+            return self.use(m.group(1), last)
+        first = low.split(" ", 1)[0]
+        if first in ("exec", "execute") or first.startswith(("sp_", "xp_", "master.",
+                                                             "master..")):
+            return self.execute(stmt, last)
+        if first in ("set", "begin", "commit", "rollback", "print", "declare", "dbcc"):
+            return self._done(last)
+        return self.query(stmt, last)
+
+    def use(self, name: str, last: bool) -> bytes:
+        if name.lower() not in DATABASES:
+            raise SqlError(911, 1, 16, f"Database '{name}' does not exist. Make sure that the "
+                                       "name is entered correctly.")
+        old, self.db = self.db, name.lower()
+        return (T.envchange(1, self.db, old)
+                + T.info(5701, 1, 0, f"Changed database context to '{self.db}'.",
+                         self.p.server, tds=self.tds) + self._done(last))
+
+    def reconfigure(self) -> None:
+        self.config.update(self.pending)
+        b = self.backend()
+        for name, v in self.config.items():
+            b.internal("UPDATE sys.configurations SET value = ?, value_in_use = ? "
+                       "WHERE name = ?", (v, v, name))
+
+    # ------------------------------------------------------------ procedures
+
+    def execute(self, stmt: str, last: bool) -> bytes:
+        m = _EXEC.match(stmt)
+        if not m:
+            raise SqlError(102, 1, 15, f"Incorrect syntax near '{stmt[:32]}'.")
+        name = re.sub(r"[\[\]\s]", "", m.group(1)).lower().split(".")[-1]
+        args = _args(m.group(2))
+        if name == "xp_cmdshell":
+            return self.cmdshell(args[0] if args else "", last)
+        if name == "sp_configure":
+            return self.configure(args, last)
+        if name in ("sp_helpdb", "sp_databases"):
+            return self._result([T.Column("DATABASE_NAME", T.NVARCHAR, 256),
+                                 T.Column("DATABASE_SIZE", T.INTN, 4),
+                                 T.Column("REMARKS", T.NVARCHAR, 508)],
+                                [(d, 5120, None) for d in DATABASES], last, proc=True)
+        if name in ("sp_who", "sp_who2", "sp_addlogin", "sp_addsrvrolemember", "sp_password",
+                    "sp_oacreate", "sp_oamethod", "sp_oadestroy", "sp_executesql",
+                    "sp_dropextendedproc", "sp_addextendedproc", "xp_regread", "xp_dirtree",
+                    "xp_fileexist", "sp_start_job", "sp_add_job", "sp_add_jobstep"):
+            self.effects.offers.extend(find_offers(" ".join(args)))
+            return self._proc_done(last)
+        raise SqlError(2812, 62, 16, f"Could not find stored procedure '{m.group(1)}'.")
+
+    def _proc_done(self, last: bool, rows: int | None = None) -> bytes:
+        status = T.DONE_COUNT if rows is not None else 0
+        return (T.return_status(0)
+                + T.done(status | (0 if last else T.DONE_MORE), rows or 0, 0xE0, self.tds,
+                         kind=0xFE))
+
+    def configure(self, args: list[str], last: bool) -> bytes:
+        if not args:
+            cols = [T.Column("name", T.NVARCHAR, 70), T.Column("minimum", T.INTN, 4),
+                    T.Column("maximum", T.INTN, 4), T.Column("config_value", T.INTN, 4),
+                    T.Column("run_value", T.INTN, 4)]
+            shown = [(n, 0, 1, self.pending[n], self.config[n]) for _, n, adv, _ in _CONFIGS
+                     if not adv or self.config["show advanced options"]]
+            return self._result(cols, shown, last, proc=True)
+        name = args[0].strip().lower()
+        found = next((c for c in _CONFIGS if c[1].lower() == name), None)
+        if found is None or (found[2] and not self.config["show advanced options"]):
+            raise SqlError(15123, 1, 16, f"The configuration option '{args[0]}' does not "
+                                         "exist, or it may be an advanced option.",
+                           "sp_configure")
+        if len(args) < 2:
+            return self._result([T.Column("name", T.NVARCHAR, 70),
+                                 T.Column("config_value", T.INTN, 4),
+                                 T.Column("run_value", T.INTN, 4)],
+                                [(found[1], self.pending[found[1]], self.config[found[1]])],
+                                last, proc=True)
+        try:
+            value = int(args[1])
+        except ValueError:
+            raise SqlError(8114, 5, 16, "Error converting data type varchar to int.",
+                           "sp_configure") from None
+        if value not in (0, 1):
+            raise SqlError(15129, 1, 16, f"'{value}' is not a valid value for configuration "
+                                         f"option '{found[1]}'.", "sp_configure")
+        old = self.pending[found[1]]
+        self.pending[found[1]] = value
+        return (T.info(15457, 1, 0, f"Configuration option '{found[1]}' changed from {old} to "
+                                    f"{value}. Run the RECONFIGURE statement to install.",
+                       self.p.server, "sp_configure", 1, self.tds)
+                + self._proc_done(last))
+
+    def cmdshell(self, command: str, last: bool) -> bytes:
+        self.effects.commands.append(command)
+        self.effects.offers.extend(u for u in find_offers(command)
+                                   if u not in self.effects.offers)
+        if not self.config["xp_cmdshell"]:
+            raise SqlError(15281, 1, 16, _XP_OFF, "xp_cmdshell")
+        lines = run_command(command, self.p, self.client_host)
+        rows: list[tuple[object, ...]] = [(line,) for line in lines] + [(None,)]
+        return self._result([T.Column("output", T.NVARCHAR, 510)], rows, last, proc=True)
+
+    # ------------------------------------------------------------ queries
+
+    def _result(self, cols: list[T.Column], rows: list[tuple[object, ...]], last: bool,
+                proc: bool = False) -> bytes:
+        rows = rows[:self.s.max_rows]
+        body = bytearray(T.colmetadata(cols, self.tds))
+        for r in rows:
+            body += T.row(cols, r)
+        if proc:
+            body += T.done(T.DONE_COUNT | T.DONE_MORE, len(rows), 0xC1, self.tds, kind=0xFF)
+            return bytes(body) + self._proc_done(last)
+        return bytes(body) + self._done(last, len(rows))
+
+    def query(self, stmt: str, last: bool) -> bytes:
+        try:
+            tree = sqlglot.parse_one(stmt, read="tsql")
+        except SqlglotError:
+            raise SqlError(102, 1, 15, f"Incorrect syntax near '{_near(stmt)}'.") from None
+        if tree is None or isinstance(tree, exp.Command | exp.Execute):
+            raise SqlError(102, 1, 15, f"Incorrect syntax near '{_near(stmt)}'.")
+        names = _select_names(tree)
+        try:
+            sql = self._rewrite(tree).sql("sqlite")
+        except SqlglotError:
+            raise SqlError(102, 1, 15, f"Incorrect syntax near '{_near(stmt)}'.") from None
+        try:
+            outcome = self.backend().run(sql)
+        except Interrupted:
+            raise SqlError(1222, 51, 16, "Lock request time out period exceeded.") from None
+        except sqlite3.Error as exc:
+            raise _map_error(exc, stmt) from None
+        if not outcome.has_rows:
+            rows = outcome.rowcount if isinstance(tree, exp.Insert | exp.Update
+                                                  | exp.Delete) else None
+            return self._done(last, rows)
+        cols = _columns(names, outcome.names, outcome.rows)
+        return self._result(cols, [tuple(_plain(v) for v in r) for r in outcome.rows], last)
+
+    def _rewrite(self, tree: exp.Expression) -> exp.Expression:
+        def fix(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Parameter):
+                name = node.this.name or node.this.this.name
+                return exp.Anonymous(this="sysvar", expressions=[exp.Literal.string(name)])
+            if isinstance(node, exp.National):
+                return exp.Literal.string(node.name)
+            if isinstance(node, exp.CurrentUser):
+                return exp.Anonymous(this="suser_sname", expressions=[])
+            if isinstance(node, exp.Table):
+                db = node.args.get("db")
+                keep_sys = db is not None and db.name.lower() == "sys"
+                node.set("catalog", None)
+                if not keep_sys:
+                    node.set("db", None)
+            return node
+
+        return tree.transform(fix)
+
+
+def _near(stmt: str) -> str:
+    words = _WORD.findall(stmt)
+    return words[-1] if words else ""
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
+def _select_names(tree: exp.Expression) -> list[str] | None:
+    if not isinstance(tree, exp.Select):
+        return None
+    names = []
+    for e in tree.expressions:
+        if isinstance(e, exp.Star):
+            return None
+        if isinstance(e, exp.Alias | exp.Column):
+            names.append(e.alias_or_name)
+        else:
+            names.append("")
+    return names
+
+
+def _columns(names: list[str] | None, found: list[str],
+             rows: list[tuple[Any, ...]]) -> list[T.Column]:
+    cols = []
+    for i, raw in enumerate(found):
+        name = names[i] if names is not None and i < len(names) else raw
+        values = [r[i] for r in rows if r[i] is not None]
+        if values and all(isinstance(v, int) for v in values):
+            big = any(not -2**31 <= v < 2**31 for v in values)
+            cols.append(T.Column(name, T.INTN, 8 if big else 4))
+        elif values and all(isinstance(v, int | float) for v in values):
+            cols.append(T.Column(name, T.FLTN, 8))
+        elif values and all(isinstance(v, bytes) for v in values):
+            cols.append(T.Column(name, T.BIGVARBINARY, 8000))
+        else:
+            cols.append(T.Column(name, T.NVARCHAR, 8000))
+    return cols
+
+
+def _map_error(exc: sqlite3.Error, stmt: str) -> SqlError:
+    text = str(exc)
+    m = re.match(r"no such table: (?:\w+\.)?(.+)", text)
+    if m:
+        return SqlError(208, 1, 16, f"Invalid object name '{m.group(1)}'.")
+    m = re.match(r"no such column: (.+)", text)
+    if m:
+        return SqlError(207, 1, 16, f"Invalid column name '{m.group(1).split('.')[-1]}'.")
+    m = re.match(r"no such function: (.+)", text)
+    if m:
+        return SqlError(195, 10, 15, f"'{m.group(1)}' is not a recognized built-in function "
+                                     "name.")
+    m = re.match(r"table (\S+) already exists", text)
+    if m:
+        return SqlError(2714, 6, 16, f"There is already an object named '{m.group(1)}' in "
+                                     "the database.")
+    if "not authorized" in text or "prohibited" in text:
+        return SqlError(229, 5, 14, "The SELECT permission was denied on the object.")
+    if "UNIQUE constraint" in text:
+        return SqlError(2627, 1, 14, "Violation of PRIMARY KEY constraint. Cannot insert "
+                                     "duplicate key.")
+    return SqlError(102, 1, 15, f"Incorrect syntax near '{_near(stmt)}'.")
