@@ -140,7 +140,9 @@ def serve(name: str, kind: str, args: tuple[Any, ...], fd: int, out: _Out) -> No
                     failed += len(batch)
                     log.exception("sink %s failed on a batch of %d incidents", name, len(batch))
             del batch, body
-            out.line({"name": name, "written": written, "failed": failed, "final": False})
+            held = getattr(sink, "held", 0)
+            out.line({"name": name, "written": written - held, "held": held,
+                      "failed": failed, "final": False})
     if sink is not None:
         try:
             sink.close_sync()
@@ -148,6 +150,8 @@ def serve(name: str, kind: str, args: tuple[Any, ...], fd: int, out: _Out) -> No
             log.exception("sink %s failed to close", name)
         if isinstance(sink, _Transcripts):  # it counts per transcript, failures included
             written, failed = sink.files.written, failed + sink.files.dropped
+        held = getattr(sink, "held", 0)  # lines of connections never closed: not on disk
+        written, failed = written - held, failed + held
     out.line({"name": name, "written": written, "failed": failed, "final": True})
 
 

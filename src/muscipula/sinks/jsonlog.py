@@ -240,6 +240,9 @@ class JsonLog:
         self.skipped = 0
         #: bytes of collected JSON text held for open connections (max_pending_bytes)
         self.pending_bytes = 0
+        #: incidents folded into lines not written yet (their connection is open): not
+        #: on disk, so the sink process does not count them written until they are
+        self.held = 0
         self._pool: ThreadPoolExecutor | None = None
 
     def open_sync(self) -> None:
@@ -263,13 +266,14 @@ class JsonLog:
             "src_hostname": "", "src_ip": c.remote_host, "src_port": c.remote_port,
             "timestamp": iso(c.start),
             "_cap": self.cfg.max_items_per_connection,
-            "_lists": {}, "_bytes": 0, "_left_out": 0,
+            "_lists": {}, "_bytes": 0, "_left_out": 0, "_n": 0,
         }
 
     def _end(self, obj: dict[str, Any], fields: Mapping[str, Any]) -> bytes:
         """The connection's line, and what it held given back to the budget."""
         del obj["_cap"], obj["_lists"]
         self.pending_bytes -= obj.pop("_bytes")
+        self.held -= obj.pop("_n")
         left_out = obj.pop("_left_out")
         if left_out:
             obj["items_left_out"] = left_out
@@ -299,6 +303,8 @@ class JsonLog:
                 if obj is None:
                     self._skip(inc)
                     continue
+                obj["_n"] += 1
+                self.held += 1
                 lists = obj["_lists"]
                 items = lists.get(col[0])
                 if items is None:
@@ -335,12 +341,18 @@ class JsonLog:
             elif name.startswith("connection.") and "connection" in inc.fields:
                 if inc.conn not in conns:
                     self._start(inc.fields["connection"])
+                    obj = conns.get(inc.conn)
+                    if obj is not None and "replayed" not in inc.fields:
+                        obj["_n"] += 1
+                        self.held += 1
             else:
                 obj = conns.get(inc.conn)
                 if obj is None:
                     if name in FOLDERS or name in _SCOPED_NAMES:
                         self._skip(inc)
                     continue
+                obj["_n"] += 1
+                self.held += 1
                 fn = FOLDERS.get(name)
                 if fn is not None:
                     fn(obj, inc)

@@ -220,6 +220,7 @@ class SinkHost:
                 name = result["name"]
                 if not result.get("final", True):
                     by_name[name].acked = int(result["written"])
+                    by_name[name].held = int(result.get("held", 0))
                     continue
                 fut = results.get(name)
                 if fut is not None and not fut.done():
@@ -314,6 +315,8 @@ class ProcessSink:
         #: sent to the current child, and what it has reported written so far
         self.gen_sent = 0
         self.acked = 0
+        #: what the child holds unwritten (JSON lines of open connections): lost if it dies
+        self.held = 0
         #: incidents counted written by the bus that no child wrote (final at close)
         self.unwritten = 0
         self.close_timeout = 60.0
@@ -481,6 +484,11 @@ class ProcessTranscripts(ProcessSink):
             self._timer = None
         pending, pipe = self.pending, self.pipe
         if pipe is None or pipe.lost:
+            if self.host.down and not self.host.closing:
+                # a restart is coming: keep them (max_pending and the transcript memory
+                # budget still bound the list) and try again at the next tick
+                self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
+                return
             self._drop()
             return
         pipe.on_resume = self.flush
