@@ -198,3 +198,34 @@ def test_max_calls_bound(tmp_path):
     for i in range(5):
         m.receive(req("INVITE", call_id=f"k{i}"), 1.0)
     assert len(m.calls) == 2
+
+
+@pytest.mark.parametrize("bad", [
+    req("OPTIONS").replace(b"CSeq: 1 OPTIONS", "CSeq: \u00b2 OPTIONS".encode()),
+    req("OPTIONS").replace(b"Content-Length: 0", "Content-Length: \u00b2".encode()),
+])
+def test_unicode_digits_in_numbers_get_400_not_a_traceback(tmp_path, bad):
+    m = make(tmp_path)
+    acts = m.receive(bad, 1.0)
+    assert sent(acts) and sent(acts)[0].startswith("SIP/2.0 400 "), sent(acts)
+    assert emits(acts, "protocol.error")
+
+
+@pytest.mark.parametrize("bad", [
+    req("OPTIONS", uri="sip:102@127.0.0.1:\u00b9\u00b2"),
+    req("OPTIONS").replace(b"10.1.2.3:5060", "10.1.2.3:\u00b2".encode()),
+])
+def test_unicode_digits_in_ports_are_no_ports(tmp_path, bad):
+    acts = make(tmp_path).receive(bad, 1.0)  # raised ValueError out of the machine before
+    assert sent(acts) and sent(acts)[0].startswith("SIP/2.0 ")
+
+
+def test_a_huge_digest_header_is_read_in_linear_time(tmp_path):
+    import time
+
+    for junk in ("a" * 16000, " " * 16000, 'x="' * 5000):
+        t = time.perf_counter()
+        digest.parse_auth("Digest " + junk)
+        assert time.perf_counter() - t < 0.05
+    assert digest.parse_auth('Digest username="1", realm="r", junk, nonce="n"') == {
+        "username": "1", "realm": "r", "nonce": "n"}

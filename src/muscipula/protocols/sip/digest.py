@@ -11,7 +11,11 @@ import hashlib
 import hmac
 import re
 
-_PARAM = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*,?')
+from muscipula.protocols.sip.message import digits
+
+_PARAM = re.compile(r'\s*+([A-Za-z0-9_\-]++)\s*+=\s*+("(?:[^"\\]|\\.)*+"|[^\s,]*+)\s*+,?')
+#: an Authorization value longer than this is not read further (real ones are ~300 bytes)
+MAX_AUTH = 4096
 
 
 def md5(text: str) -> str:
@@ -20,17 +24,24 @@ def md5(text: str) -> str:
 
 def parse_auth(value: str) -> dict[str, str] | None:
     """`Digest username="100", realm=...` → its parameters (lower-case names)."""
-    scheme, _, rest = value.strip().partition(" ")
+    scheme, _, rest = value.strip()[:MAX_AUTH].partition(" ")
     if scheme.lower() != "digest":
         return None
     out: dict[str, str] = {}
-    for m in _PARAM.finditer(rest):
+    pos, end = 0, len(rest)
+    while pos < end and len(out) < 32:  # one pass: what does not parse is skipped to a comma
+        m = _PARAM.match(rest, pos)
+        if m is None:
+            comma = rest.find(",", pos)
+            if comma < 0:
+                break
+            pos = comma + 1
+            continue
+        pos = m.end()
         raw = m.group(2)
         if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
             raw = raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
         out.setdefault(m.group(1).lower(), raw[:1024])
-        if len(out) >= 32:
-            break
     return out
 
 
@@ -80,7 +91,7 @@ class Nonces:
                 return False
         else:
             stamp, _, mac = nonce.partition("/")
-            if not stamp.isdigit():
+            if not digits(stamp):
                 return False
         if not hmac.compare_digest(mac.encode(), self._mac(stamp, peer).encode()):
             return False
@@ -93,7 +104,7 @@ def hashcat(fields: dict[str, str], method: str, server: str, client: str) -> st
     prefix, _, resource = uri.partition(":")
     suffix = ""
     head, sep, tail = resource.rpartition(":")
-    if sep and tail.isdigit() and "]" not in tail:
+    if sep and digits(tail) and "]" not in tail:
         resource, suffix = head, tail
     parts = [server, client, fields.get("username", ""), fields.get("realm", ""), method,
              prefix, resource, suffix, fields.get("nonce", ""), fields.get("cnonce", ""),

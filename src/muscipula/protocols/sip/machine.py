@@ -21,6 +21,7 @@ from muscipula.protocols.sip.message import (
     SipError,
     content_length,
     cseq,
+    digits,
     head_end,
     parse_head,
     parse_name_addr,
@@ -236,7 +237,7 @@ class SipSession(BaseMachine):
 
     def _registered(self, req: Request, now: float) -> tuple[int, list[Action]]:
         expires = req.get("expires") or ""
-        secs = int(expires) if expires.isdigit() and len(expires) < 9 else self.s.expires
+        secs = int(expires) if digits(expires) and len(expires) < 9 else self.s.expires
         secs = min(secs, self.s.expires)
         extra: list[tuple[str, str]] = []
         for c in split_commas(req.get("contact") or "")[:8]:

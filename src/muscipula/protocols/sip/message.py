@@ -24,6 +24,11 @@ _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _REQUEST_LINE = re.compile(r"^(\S+) (\S+) (SIP/\d+\.\d+)$")
 
 
+def digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²', which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 class SipError(Exception):
     """Input the product refuses: `status` and `reason` are its answer (0: silence)."""
 
@@ -146,7 +151,7 @@ def content_length(req: Request) -> int | None:
     if not values:
         return None
     value = values[0].strip()
-    if not value.isdigit() or len(value) > 9 or any(v.strip() != value for v in values):
+    if not digits(value) or len(value) > 9 or any(v.strip() != value for v in values):
         raise SipError(400, "Bad Request", f"bad Content-Length {value[:40]!r}")
     return int(value)
 
@@ -194,11 +199,11 @@ def parse_uri(text: str) -> Uri:
         close = rest.find("]")
         host = rest[: close + 1] if close > 0 else rest
         tail = rest[close + 1:] if close > 0 else ""
-        if tail.startswith(":") and tail[1:].isdigit():
+        if tail.startswith(":") and digits(tail[1:]):
             port = int(tail[1:][:5])
     elif rest.count(":") == 1:
         host, _, p = rest.partition(":")
-        if p.isdigit() and len(p) <= 5:
+        if digits(p) and len(p) <= 5:
             port = int(p)
     return Uri(scheme.lower()[:16], user[:256], password[:256], host[:256], port)
 
@@ -255,6 +260,6 @@ def cseq(req: Request) -> tuple[int, str] | None:
     if value is None:
         return None
     num, _, method = value.strip().partition(" ")
-    if not num.isdigit() or len(num) > 10 or not method.strip():
+    if not digits(num) or len(num) > 10 or not method.strip():
         return None
     return int(num), method.strip()
