@@ -190,3 +190,41 @@ def test_debian_persona_speaks_2019(tmp_path):
     assert ack_version(body) == b"\x74\x00\x00\x04"
     out = text(send(m, T.SQL_BATCH, batch("SELECT @@VERSION")))
     assert "15.0.4385.2".encode("utf-16-le") in out and "Linux".encode("utf-16-le") in out
+
+
+def _error_numbers(body: bytes) -> list[int]:
+    """Numbers of the ERROR tokens (0xAA) in a reply."""
+    out, at = [], body.find(b"\xaa")
+    while at >= 0:
+        out.append(struct.unpack_from("<I", body, at + 3)[0])
+        at = body.find(b"\xaa", at + 1)
+    return out
+
+
+def test_deep_nesting_gets_191_and_the_batch_is_recorded(tmp_path):
+    factory, _ = make(tmp_path)
+    m, _ = logged_in(factory)
+    for sql in ("SELECT " + "(" * 3000 + "1" + ")" * 3000,
+                "exec x (" + " reconfigure" * 3000):
+        acts = send(m, T.SQL_BATCH, batch(sql), 32767)
+        assert emits(acts, "mssql.command")[0]["cmd"] == sql
+        assert 191 in _error_numbers(text(acts))
+    assert not any(isinstance(a, Close) for a in acts)  # the session goes on
+
+
+def test_batch_statement_and_result_bounds(tmp_path):
+    import time
+
+    factory, _ = make(tmp_path, max_batch_statements=50, max_result_bytes=100_000,
+                      max_statement_chars=1000)
+    m, _ = logged_in(factory)
+    t = time.perf_counter()
+    acts = send(m, T.SQL_BATCH, batch("SELECT 1;" * 20_000), 32767)
+    assert time.perf_counter() - t < 2.0
+    assert _error_numbers(text(acts)) == [8623]  # statement 51 stands for all the rest
+    acts = send(m, T.SQL_BATCH, batch("SELECT 1 WHERE 'a' = '" + "a" * 2000 + "'"), 32767)
+    assert _error_numbers(text(acts)) == [8623]
+    big = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000) "
+           "SELECT printf('%.4000c', 'a') FROM c")
+    acts = send(m, T.SQL_BATCH, batch(big), 32767)
+    assert 100_000 <= len(text(acts)) < 200_000

@@ -32,6 +32,12 @@ class MssqlConfig(ServiceConfig):
     max_message: PositiveInt = 4 * 1024 * 1024
     max_statement_steps: PositiveInt = 20_000_000
     max_rows: PositiveInt = 10_000
+    #: result bytes one statement may answer with (rows past it are left out)
+    max_result_bytes: PositiveInt = 1024 * 1024
+    #: statements of one batch that are run; the rest get SQL Server's error 8623
+    max_batch_statements: PositiveInt = 500
+    #: the longest statement parsed (longer ones get error 8623, and are recorded whole)
+    max_statement_chars: PositiveInt = 64 * 1024
     max_db_bytes: PositiveInt = 16 * 1024 * 1024
     #: unusable packets in a row (RPC, bulk load) before we hang up
     max_protocol_errors: PositiveInt = 100

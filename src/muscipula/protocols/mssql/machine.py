@@ -225,8 +225,9 @@ class MssqlMachine(BaseMachine):
         text = data[:len(data) & ~1].decode("utf-16-le", "replace")
         sql = self.sql
         assert sql is not None
-        tokens = sql.batch(text, now)
+        # recorded before it is run: the batch that breaks something is the one to keep
         out: list[Action] = [Emit("mssql.command", {"status": "complete", "cmd": text})]
+        tokens = sql.batch(text, now)
         fx = sql.effects
         for url in fx.offers:
             out.append(Emit("download.offer", {"url": url, "source": "mssql"}))

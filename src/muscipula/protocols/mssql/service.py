@@ -24,7 +24,8 @@ def build(ctx: ServiceContext):
     limits = Limits(max_steps=cfg.max_statement_steps, max_rows=cfg.max_rows,
                     max_db_bytes=cfg.max_db_bytes, max_databases=4)
     engine = Engine(ctx.state_dir, {}, limits)
-    sql = SqlSetup(engine, product, cfg.max_rows, cfg.max_message // 2)
+    sql = SqlSetup(engine, product, cfg.max_rows, cfg.max_message // 2, cfg.max_result_bytes,
+                   cfg.max_batch_statements, cfg.max_statement_chars)
     policy = LoginPolicy(cfg.login.mode, dict(cfg.login.users), cfg.login.refuse_first)
     ntlm = None
     if cfg.ntlm and not linux:

@@ -79,12 +79,26 @@ class Setup:
     product: Product
     max_rows: int
     max_batch_chars: int
+    max_result_bytes: int = 1024 * 1024
+    max_batch_statements: int = 500
+    max_statement_chars: int = 64 * 1024
 
 
 class SqlError(Exception):
     def __init__(self, number: int, state: int, cls: int, text: str, proc: str = "") -> None:
         super().__init__(text)
         self.number, self.state, self.cls, self.text, self.proc = number, state, cls, text, proc
+
+
+#: what SQL Server answers a statement too deep for its parser, and one too big to plan
+_TOO_DEEP = SqlError(191, 1, 15, "Some part of your SQL statement is nested too deeply. "
+                     "Rewrite the query or break it up into smaller queries.")
+_OUT_OF_RESOURCES = SqlError(8623, 1, 16, "The query processor ran out of internal resources "
+                             "and could not produce a query plan. This is a rare event and only "
+                             "expected for extremely complex queries or queries that reference "
+                             "a very large number of tables or partitions. Please simplify the "
+                             "query. If you believe you have received this message in error, "
+                             "contact Customer Support Services for more information.")
 
 
 def _literal(value: str) -> str:
@@ -270,14 +284,26 @@ class SqlSession:
         for n, stmt in enumerate(pieces):
             last = n == len(pieces) - 1
             try:
+                if n >= self.s.max_batch_statements or len(stmt) > self.s.max_statement_chars:
+                    raise _OUT_OF_RESOURCES
                 out += self.statement(stmt, last)
             except SqlError as err:
-                out += T.error(err.number, err.state, err.cls, err.text, self.p.server,
-                               err.proc, 1, self.tds)
-                out += T.done(T.DONE_ERROR | (0 if last else T.DONE_MORE), 0, 0xC1, self.tds)
+                out += self._failed(err, last)
+            except RecursionError:
+                out += self._failed(_TOO_DEEP, last)
+            except Exception:  # a parser or translator fault must not cost the session
+                out += self._failed(SqlError(102, 1, 15, f"Incorrect syntax near "
+                                             f"'{_near(stmt)}'."), last)
+            if n >= self.s.max_batch_statements:  # one error stands for all the rest
+                break
         if not pieces:
             out += T.done(tds=self.tds)
         return bytes(out)
+
+    def _failed(self, err: SqlError, last: bool) -> bytes:
+        return (T.error(err.number, err.state, err.cls, err.text, self.p.server, err.proc, 1,
+                        self.tds)
+                + T.done(T.DONE_ERROR | (0 if last else T.DONE_MORE), 0, 0xC1, self.tds))
 
     def _done(self, last: bool, rows: int | None = None, curcmd: int = 0xC1) -> bytes:
         status = (0 if last else T.DONE_MORE) | (T.DONE_COUNT if rows is not None else 0)
@@ -402,8 +428,14 @@ class SqlSession:
                 proc: bool = False) -> bytes:
         rows = rows[:self.s.max_rows]
         body = bytearray(T.colmetadata(cols, self.tds))
+        limit = len(body) + self.s.max_result_bytes
+        sent = 0
         for r in rows:
+            if len(body) >= limit:  # a bounded answer, counted as sent
+                break
             body += T.row(cols, r)
+            sent += 1
+        rows = rows[:sent]
         if proc:
             body += T.done(T.DONE_COUNT | T.DONE_MORE, len(rows), 0xC1, self.tds, kind=0xFF)
             return bytes(body) + self._proc_done(last)
