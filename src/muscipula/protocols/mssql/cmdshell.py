@@ -7,6 +7,7 @@ that print nothing when they work, such as downloads to a file).
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,13 +40,14 @@ def run_command(command: str, p: Product, client_host: str) -> list[str]:
                 "OS=Windows_NT", "PROCESSOR_ARCHITECTURE=AMD64",
                 "SystemRoot=C:\\Windows", "USERNAME=" + host + "$"]
     if low.startswith("ipconfig"):
+        ipv4, gateway, link = _addresses(host)
         return ["", "Windows IP Configuration", "", "",
                 "Ethernet adapter Local Area Connection:", "",
                 "   Connection-specific DNS Suffix  . : ",
-                "   Link-local IPv6 Address . . . . . : fe80::5d1c:2a4e:8f13:b07%11",
-                "   IPv4 Address. . . . . . . . . . . : 10.0.0.14",
+                f"   Link-local IPv6 Address . . . . . : {link}%11",
+                f"   IPv4 Address. . . . . . . . . . . : {ipv4}",
                 "   Subnet Mask . . . . . . . . . . . : 255.255.255.0",
-                "   Default Gateway . . . . . . . . . : 10.0.0.1"]
+                f"   Default Gateway . . . . . . . . . : {gateway}"]
     if low.startswith(_SILENT):
         return []
     word = cmd.split(" ", 1)[0] if cmd else ""
@@ -53,6 +55,15 @@ def run_command(command: str, p: Product, client_host: str) -> list[str]:
         return []
     return [f"'{word}' is not recognized as an internal or external command,",
             "operable program or batch file."]
+
+
+def _addresses(host: str) -> tuple[str, str, str]:
+    """(IPv4, gateway, link-local IPv6) of this install: drawn from its host name, which
+    is drawn once per install, so they stay the same for it and differ between installs."""
+    h = hashlib.sha256(host.encode()).digest()
+    net = f"10.{h[0]}.{h[1]}"
+    groups = ":".join(f"{int.from_bytes(h[i:i + 2], 'big'):x}" for i in range(3, 11, 2))
+    return f"{net}.{2 + h[2] % 250}", f"{net}.1", f"fe80::{groups}"
 
 
 def _linux(low: str, p: Product) -> list[str]:
