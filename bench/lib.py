@@ -123,6 +123,18 @@ def wait_tcp(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) ->
     raise RuntimeError(f"port {port} not open in {timeout}s")
 
 
+def wait_udp(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Until something holds UDP `port` on 127.0.0.1 (a bind there fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode}")
+        if not _free(port, socket.SOCK_DGRAM):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"udp port {port} not bound in {timeout}s")
+
+
 # -------------------------------------------------------------- servers
 
 
@@ -241,12 +253,17 @@ def start_other(who: str, kind: str, peers: Any, transport: str = "tcp",
 
     None for a peer that did not start (it has said why).
     """
-    port = free_port(transport)
+    if who == "qeeqbox" and transport == "udp":
+        # it checks (and frees) the TCP port of that number even for a UDP service, and gives
+        # up if a client's TIME_WAIT holds it: a port free both ways, below the ephemeral range
+        port = free_offset([(0, "udp"), (0, "tcp")], 20000, 32000)
+    else:
+        port = free_port(transport)
     if who == "bare":
         return start_bare(kind, port, **opts), port
     if who == "opencanary":
         return peers.opencanary({kind: port}), port
-    return peers.qeeqbox(kind, port), port
+    return peers.qeeqbox(kind, port, transport), port
 
 
 def muscipula_counters(server: Server) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lib import HOST, Server, wait_tcp
+from lib import HOST, Server, wait_tcp, wait_udp
 
 PACKAGES = {"opencanary": "opencanary", "qeeqbox": "honeypots"}
 
@@ -54,7 +54,10 @@ class Peers:
         print(f"  note: {name} did not start ({why}); skipped", flush=True)
 
     def opencanary(self, ports: dict[str, int]) -> Server | None:
-        """OpenCanary with exactly the modules in `ports` (ftp, http, mysql) on 127.0.0.1."""
+        """OpenCanary with exactly the modules in `ports` (ftp, http, mysql, mssql) on 127.0.0.1.
+
+        Only TCP modules: its SIP module (UDP) logs and never replies, so is not measured.
+        """
         py = self.python("opencanary")
         if py is None:
             return None
@@ -90,8 +93,11 @@ class Peers:
             return None
         return server
 
-    def qeeqbox(self, service: str, port: int) -> Server | None:
-        """One qeeqbox honeypots process for `service` on `port` (it forks the server)."""
+    def qeeqbox(self, service: str, port: int, transport: str = "tcp") -> Server | None:
+        """One qeeqbox honeypots process for `service` on `port` (it forks the server).
+
+        Its sip listens on UDP, its mssql on TCP; both always refuse or never check a login.
+        """
         py = self.python("qeeqbox")
         if py is None:
             return None
@@ -103,7 +109,7 @@ class Peers:
                                 stdin=subprocess.DEVNULL)
         server = Server("qeeqbox", proc, workdir=work)
         try:
-            wait_tcp(port, proc)
+            (wait_udp if transport == "udp" else wait_tcp)(port, proc)
         except RuntimeError as exc:
             server.stop()
             self._fail("qeeqbox", str(exc))
