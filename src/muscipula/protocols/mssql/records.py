@@ -1,4 +1,4 @@
-"""How MSSQL incidents are recorded: dionaea's mssql_fingerprints and mssql_commands
+"""How MSSQL incidents are recorded: the reference system's mssql_fingerprints and mssql_commands
 rows, and the connection's JSON `mssql` object.
 
 Loaded by the sink process without the rest of the package (sinks/records.py):

@@ -1,7 +1,7 @@
 """SIP (5060 udp/tcp, 5061 tls): the persona's PBX, Asterisk (chan_pjsip) or 3CX.
 
 Answers OPTIONS, REGISTER with a digest challenge, INVITE with a ringing call and a
-configured outcome, ACK, CANCEL and BYE; records every request in dionaea's sip_*
+configured outcome, ACK, CANCEL and BYE; records every request in the reference system's sip_*
 tables and every digest answer as a login with its hashcat line. No RTP media.
 """
 

@@ -1,4 +1,4 @@
-"""The parts of an SDP body (RFC 4566) that dionaea's sip_sdp_* tables keep.
+"""The parts of an SDP body (RFC 4566) that the reference system's sip_sdp_* tables keep.
 
 Only `o=`, `c=` and `m=` lines are read; anything else is left alone. Returns
 None for a body that is not SDP at all, so the caller can answer 400 as a PBX
