@@ -102,3 +102,16 @@ def test_nmap_names_mysql_and_its_certificate(honeypot_factory):
     assert f"ssl-cert: Subject: commonName={SERVER_CN}" in out.stdout
     assert f"Issuer: commonName={CA_CN}" in out.stdout
     assert time.monotonic() - started < 60
+
+
+def test_tls_answers_end_with_close_notify(honeypot_factory):
+    """A closing answer ends with close_notify, as nginx's: OpenSSL 3 clients take a bare
+    TCP close for a truncation and drop what they read (nmap then retries in plain text)."""
+    hp = honeypot_factory(only({"http": {}}, persona={"preset": "debian-12"}))
+    out = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{hp.port(443)}", "-quiet", "-ign_eof"],
+        input=b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        capture_output=True, timeout=20)
+    text = (out.stdout + out.stderr).decode("latin-1")
+    assert "HTTP/1.1 200 OK" in text
+    assert "unexpected eof" not in text.lower(), text

@@ -175,8 +175,16 @@ class StreamDriver(Session, asyncio.Protocol):
             return
         if abort:
             transport.abort()
-        else:
-            transport.close()
+            return
+        tls = self.tls
+        if tls is not None and tls.handshaken and not tls.plain and not transport.is_closing():
+            # as nginx and SChannel do: without close_notify, OpenSSL 3 clients take the
+            # end for a truncation attack and drop the answer they were reading
+            try:
+                transport.write(tls.close_notify())
+            except ssl.SSLError:
+                pass
+        transport.close()
 
     def _start_tls(self, data: bytes) -> None:
         if self.tls is None:
