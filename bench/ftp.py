@@ -21,8 +21,8 @@ from lib import (
     contenders,
     measure_rounds,
     muscipula_services,
+    one_and_many,
     run_async,
-    sequential,
     start_muscipula,
     start_other,
 )
@@ -73,15 +73,9 @@ async def session_async(port: int) -> None:
 
 
 def measure(board: Board, who: str, port: int, duration: float) -> None:
-    session_sync(port)  # one to check it answers at all
-    seq = sequential(lambda: session_sync(port), duration)
-    con = run_async(concurrent(lambda: session_async(port), 50, duration))
-    board.add(AREA, "seq", "sessions/s, sequential", "1/s", who, seq.rate)
-    board.add(AREA, "c50", "sessions/s, 50 concurrent", "1/s", who, con.rate)
-    print(f"  {who}: {seq.rate:,.0f}/s sequential ({seq.errors} errors), {con.rate:,.0f}/s "
-          f"with 50 ({con.errors} errors)", flush=True)
-    if seq.errors or con.errors:
-        board.note(AREA, f"{who}: {seq.errors + con.errors} failed sessions")
+    one_and_many(board, AREA, who, "sessions", lambda: session_sync(port),
+                 lambda: run_async(concurrent(lambda: session_async(port), 50, duration)),
+                 duration, "50 concurrent", "failed sessions")
 
 
 def _start(who: str, peers, tmp: Path) -> tuple[Server | None, int]:

@@ -368,6 +368,23 @@ async def concurrent(session: Callable[[], Awaitable[object]], concurrency: int,
     return Load(totals[0], totals[1], time.perf_counter() - t0)
 
 
+def one_and_many(board: Board, area: str, who: str, what: str, once: Callable[[], object],
+                 many: Callable[[], Load], duration: float, many_label: str,
+                 failure: str) -> tuple[Load, Load]:
+    """`once` back to back, then `many()` (the same with 50 clients), as the area's rows
+    "seq" and "c50"; `failure` names what an error was in the board's note."""
+    once()  # one to check it answers at all
+    seq = sequential(once, duration)
+    con = many()
+    board.add(area, "seq", f"{what}/s, sequential", "1/s", who, seq.rate)
+    board.add(area, "c50", f"{what}/s, {many_label}", "1/s", who, con.rate)
+    print(f"  {who}: {seq.rate:,.0f} {what}/s sequential ({seq.errors} errors), "
+          f"{con.rate:,.0f}/s with {many_label} ({con.errors} errors)", flush=True)
+    if seq.errors or con.errors:
+        board.note(area, f"{who}: {seq.errors + con.errors} {failure}")
+    return seq, con
+
+
 @dataclass
 class Flood:
     held: list[socket.socket]

@@ -23,6 +23,7 @@ from lib import (
     measure_rounds,
     muscipula_rows,
     muscipula_services,
+    one_and_many,
     run_async,
     sequential,
     start_muscipula,
@@ -145,15 +146,10 @@ def _has_one(reply: bytes) -> bool:
 
 
 def measure_logins(board: Board, who: str, port: int, duration: float) -> int:
-    failed_login(port)  # one to check it answers at all
-    seq = sequential(lambda: failed_login(port), duration)
-    con = run_async(concurrent(lambda: failed_login_async(port), 50, duration))
-    board.add(AREA, "seq", "failed logins/s, sequential", "1/s", who, seq.rate)
-    board.add(AREA, "c50", "failed logins/s, 50 concurrent", "1/s", who, con.rate)
-    print(f"  {who}: {seq.rate:,.0f} failed logins/s sequential ({seq.errors} errors), "
-          f"{con.rate:,.0f}/s with 50 ({con.errors} errors)", flush=True)
-    if seq.errors or con.errors:
-        board.note(AREA, f"{who}: {seq.errors + con.errors} logins did not end in error 18456")
+    seq, con = one_and_many(
+        board, AREA, who, "failed logins", lambda: failed_login(port),
+        lambda: run_async(concurrent(lambda: failed_login_async(port), 50, duration)),
+        duration, "50 concurrent", "logins did not end in error 18456")
     return 1 + seq.count + con.count
 
 

@@ -17,6 +17,7 @@ from lib import (
     contenders,
     measure_rounds,
     muscipula_services,
+    one_and_many,
     sequential,
     start_muscipula,
     start_other,
@@ -42,15 +43,9 @@ def failed_login(port: int) -> None:
 
 
 def measure_logins(board: Board, who: str, port: int, duration: float) -> None:
-    failed_login(port)
-    seq = sequential(lambda: failed_login(port), duration)
-    con = threaded(lambda: failed_login(port), 50, duration)
-    board.add(AREA, "seq", "failed logins/s, sequential", "1/s", who, seq.rate)
-    board.add(AREA, "c50", "failed logins/s, 50 threads", "1/s", who, con.rate)
-    print(f"  {who}: {seq.rate:,.0f} failed logins/s sequential ({seq.errors} errors), "
-          f"{con.rate:,.0f}/s with 50 threads ({con.errors} errors)", flush=True)
-    if seq.errors or con.errors:
-        board.note(AREA, f"{who}: {seq.errors + con.errors} logins did not end in error 1045")
+    one_and_many(board, AREA, who, "failed logins", lambda: failed_login(port),
+                 lambda: threaded(lambda: failed_login(port), 50, duration), duration,
+                 "50 threads", "logins did not end in error 1045")
 
 
 def measure_queries(board: Board, who: str, port: int, duration: float,
