@@ -59,6 +59,17 @@ def nginx_ranges(value: str, length: int) -> list[tuple[int, int]] | str | None:
     def digit(k: int) -> bool:
         return "0" <= at(k) <= "9"
 
+    def number(k: int) -> tuple[int, int] | None:
+        """The decimal at k and the index after it; None past the cut-off (as nginx)."""
+        value = 0
+        while digit(k):
+            d = ord(p[k]) - 48
+            if value >= cutoff and (value > cutoff or d > cutlim):
+                return None
+            value = value * 10 + d
+            k += 1
+        return value, k
+
     while True:
         start = end = 0
         suffix = False
@@ -66,14 +77,9 @@ def nginx_ranges(value: str, length: int) -> list[tuple[int, int]] | str | None:
             i += 1
         whole = False
         if at(i) != "-":
-            if not digit(i):
+            if not digit(i) or (got := number(i)) is None:
                 return UNSATISFIABLE
-            while digit(i):
-                d = ord(p[i]) - 48
-                if start >= cutoff and (start > cutoff or d > cutlim):
-                    return UNSATISFIABLE
-                start = start * 10 + d
-                i += 1
+            start, i = got
             while at(i) == " ":
                 i += 1
             if at(i) != "-":
@@ -87,14 +93,9 @@ def nginx_ranges(value: str, length: int) -> list[tuple[int, int]] | str | None:
             suffix = True
             i += 1
         if not whole:
-            if not digit(i):
+            if not digit(i) or (got := number(i)) is None:
                 return UNSATISFIABLE
-            while digit(i):
-                d = ord(p[i]) - 48
-                if end >= cutoff and (end > cutoff or d > cutlim):
-                    return UNSATISFIABLE
-                end = end * 10 + d
-                i += 1
+            end, i = got
             while at(i) == " ":
                 i += 1
             if at(i) not in (",", "\0"):
