@@ -15,6 +15,16 @@ from muscipula.config import JsonSink
 from muscipula.incidents import Bus, Connection
 from muscipula.sinks.process import SinkHost
 
+HEAD = transcripts.FRAME.size
+
+
+def packed(*chunks: tuple[float, int, bytes]) -> bytes:
+    """A session's transcript as it hands it over."""
+    buf = bytearray()
+    for offset, direction, data in chunks:
+        transcripts.pack(buf, offset, direction, data)
+    return bytes(buf)
+
 
 def conn(i: int) -> Connection:
     return Connection(i, "tcp", "ftpd", "accept", "192.0.2.1", 21, "203.0.113.5", 40000 + i,
@@ -34,7 +44,7 @@ def test_child_writes_every_sink_and_the_counts_come_back(tmp_path: Path):
             bus.emit("connection.tcp.accept", i, {"connection": c})
             bus.emit("login", i, {"username": "root", "password": f"pw{i}"})
             bus.emit("connection.free", i, {"connection": c, "reason": "closed"})
-            tr.put(c, c.start, [(0.0, 0, b"USER root\r\n"), (0.01, 1, b"331 x\r\n")])
+            tr.put(c, c.start, packed((0.0, 0, b"USER root\r\n"), (0.01, 1, b"331 x\r\n")))
             if i % 10 == 0:
                 await asyncio.sleep(0)
         await bus.close()
@@ -268,11 +278,12 @@ def test_transcript_bytes_stay_charged_while_the_pipe_is_paused(tmp_path: Path):
         tr.pipe.pause_writing()  # the child does not keep up
         for i in range(1, 3):
             c = conn(i)
-            tr.put(c, c.start, [(0.0, 0, b"x" * 100), (0.1, 1, b"y" * 50)])
+            tr.put(c, c.start, packed((0.0, 0, b"x" * 100), (0.1, 1, b"y" * 50)))
         tr.flush()
         held = list(given)  # nothing shipped: nothing given back
-        tr.put(conn(3), 0.0, [(0.0, 0, b"z" * 10)])
-        tr.put(conn(4), 0.0, [(0.0, 0, b"w" * 7)])  # past max_pending: dropped, given back
+        tr.put(conn(3), 0.0, packed((0.0, 0, b"z" * 10)))
+        # past max_pending: dropped, its bytes (frame head included) given back
+        tr.put(conn(4), 0.0, packed((0.0, 0, b"w" * 7)))
         dropped = list(given)
         tr.pipe.resume_writing()  # ships the rest
         await tr.aclose()
@@ -280,8 +291,7 @@ def test_transcript_bytes_stay_charged_while_the_pipe_is_paused(tmp_path: Path):
 
     held, dropped, tr = asyncio.run(main())
     assert held == []
-    assert dropped == [7]
-    assert sum(dropped) == 7
+    assert dropped == [7 + HEAD]
     assert tr.written == 3 and tr.dropped == 1  # type: ignore[attr-defined]
 
 
@@ -291,13 +301,13 @@ def test_the_thread_writer_gives_transcript_bytes_back_on_the_loop_once_written(
         writer = transcripts.TranscriptWriter(tmp_path / "tr", max_pending=1, interval=0.01)
         given: list[int] = []
         writer.release = given.append
-        writer.put(conn(1), 1_700_000_000.0, [(0.0, 0, b"a" * 10), (0.1, 1, b"b" * 5)])
-        await _until(lambda: given == [15])
+        writer.put(conn(1), 1_700_000_000.0, packed((0.0, 0, b"a" * 10), (0.1, 1, b"b" * 5)))
+        await _until(lambda: given == [15 + 2 * HEAD])
         await writer.aclose()
         return given, writer
 
     given, writer = asyncio.run(main())
-    assert given == [15] and writer.written == 1
+    assert given == [15 + 2 * HEAD] and writer.written == 1
 
 
 def test_transcripts_wait_for_a_restarted_child(tmp_path: Path):
@@ -309,7 +319,7 @@ def test_transcripts_wait_for_a_restarted_child(tmp_path: Path):
         await host.ready()
         await _kill(host)
         c = conn(5)
-        tr.put(c, c.start, [(0.0, 0, b"USER kept\r\n")])
+        tr.put(c, c.start, packed((0.0, 0, b"USER kept\r\n")))
         await asyncio.sleep(0.15)  # ticks while no child runs: kept, not dropped
         assert len(tr.pending) == 1
         await _until(lambda: host.restarts == 1 and not host.down)

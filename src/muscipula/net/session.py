@@ -32,16 +32,18 @@ from muscipula.machine import (
 )
 from muscipula.net.runtime import ServiceRuntime
 from muscipula.store import Capture
+from muscipula.transcripts import FRAME
 
 log = logging.getLogger(__name__)
+FRAME_SIZE = FRAME.size
+FRAME_PACK = FRAME.pack
 
 
 class Session:
     __slots__ = (
         "_wake", "_wake_at", "_wake_due", "bytes_in", "bytes_out", "captures", "children",
-        "close_reason", "closing", "conn",
-        "last_active", "machine", "rt", "started", "transcript", "transcript_out",
-        "transcript_size",
+        "close_reason", "closing", "conn", "last_active", "machine", "rt", "started",
+        "transcript", "transcript_left", "transcript_out_left",
     )
 
     def __init__(self, rt: ServiceRuntime, conn: Connection, machine: Machine, now: float) -> None:
@@ -59,9 +61,12 @@ class Session:
         self._wake_due = 0.0  # when the armed handle fires (never later than _wake_at)
         self.captures: dict[str, Capture | None] | None = None
         self.children: dict[str, Any] | None = None
-        self.transcript: list[tuple[float, int, bytes]] | None = [] if rt.transcripts else None
-        self.transcript_size = 0
-        self.transcript_out = 0  # of transcript_size, bytes sent
+        #: packed chunks (transcripts.pack); its length is what it charged the budget
+        self.transcript: bytearray | None = bytearray() if rt.transcripts else None
+        #: chunk bytes this transcript may still take (frame heads not counted), and of
+        #: those, bytes sent
+        self.transcript_left = rt.limits.max_transcript_bytes
+        self.transcript_out_left = rt.limits.max_transcript_out_bytes
 
     # ------------------------------------------------------------ subclass hooks
 
@@ -80,23 +85,30 @@ class Session:
         self.rt.shared.bus.emit(name, conn or self.conn.id, fields)
 
     def record(self, direction: int, data: bytes, now: float | None = None) -> None:
-        """Keep transcript bytes, up to the configured bounds."""
-        if self.transcript is None:
+        """Keep transcript bytes, up to the configured bounds (frame heads count too).
+
+        Runs for every read and every answer: the bounds are kept as what is left, so
+        that a capped direction costs one comparison."""
+        buf = self.transcript
+        if buf is None:
             return
+        room = self.transcript_left
+        if direction and self.transcript_out_left < room:
+            room = self.transcript_out_left
         shared = self.rt.shared
-        limits = self.rt.limits
-        room = min(limits.max_transcript_bytes - self.transcript_size, shared.transcript_room)
-        if direction:
-            room = min(room, limits.max_transcript_out_bytes - self.transcript_out)
+        if shared.transcript_room - FRAME_SIZE < room:
+            room = shared.transcript_room - FRAME_SIZE
         if room <= 0:
             return
-        chunk = data[:room]
-        self.transcript.append(((time.time() if now is None else now) - self.started,
-                                direction, chunk))
-        self.transcript_size += len(chunk)
-        shared.transcript_room -= len(chunk)
+        n = len(data)
+        if n > room:
+            data, n = data[:room], room
+        buf += FRAME_PACK((time.time() if now is None else now) - self.started, direction, n)
+        buf += data
+        self.transcript_left -= n
         if direction:
-            self.transcript_out += len(chunk)
+            self.transcript_out_left -= n
+        shared.transcript_room -= n + FRAME_SIZE
 
     def call(self, method: str, *args: Any) -> None:
         """Call the machine and carry out its actions; a machine bug closes only this session."""
@@ -168,7 +180,8 @@ class Session:
             kind = type(action)
             if kind is Send:
                 self.bytes_out += len(action.data)
-                self.record(1, action.data)
+                if self.transcript_out_left > 0:
+                    self.record(1, action.data)
                 self._send(action.data, action.addr)
             elif kind is Emit:
                 self.rt.shared.bus.emit(action.name, self.conn.id, action.fields)
@@ -283,13 +296,13 @@ class Session:
             "bytes_out": self.bytes_out, "duration": round(time.time() - self.started, 6),
         })
         writer = self.rt.shared.transcripts
-        if writer is not None and self.transcript:
+        buf = self.transcript
+        if writer is not None and buf:
             # the bytes stay charged until the writer has sent or dropped them (its release)
-            writer.put(self.conn, self.started, self.transcript)
-        else:
-            self.rt.shared.transcript_room += self.transcript_size
+            writer.put(self.conn, self.started, buf)
+        elif buf:
+            self.rt.shared.transcript_room += len(buf)
         self.transcript = None
-        self.transcript_size = 0
 
     def child_failed(self, tag: str, reason: str) -> None:
         self.deliver(ChildFailed(tag, reason))

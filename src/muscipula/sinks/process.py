@@ -447,7 +447,7 @@ class ProcessTranscripts(ProcessSink):
         self.max_pending = max_pending
         self.interval = interval
         self.frame_bytes = frame_bytes
-        self.pending: deque[tuple[Any, float, list[tuple[float, int, bytes]]]] = deque()
+        self.pending: deque[tuple[Any, float, bytes]] = deque()
         self.written = 0
         self._dropped = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -468,12 +468,12 @@ class ProcessTranscripts(ProcessSink):
         self._give_back(sum(_size(item) for item in self.pending))
         self.pending.clear()
 
-    def put(self, conn: Any, started: float, chunks: list[tuple[float, int, bytes]]) -> None:
+    def put(self, conn: Any, started: float, packed: bytes) -> None:
         if len(self.pending) >= self.max_pending:
             self._dropped += 1
-            self._give_back(_size((conn, started, chunks)))
+            self._give_back(len(packed))
             return
-        self.pending.append((conn, started, chunks))
+        self.pending.append((conn, started, packed))
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
 
@@ -526,9 +526,9 @@ class ProcessTranscripts(ProcessSink):
         self.written = self.sent - self.unwritten
 
 
-def _size(item: tuple[Any, float, list[tuple[float, int, bytes]]]) -> int:
+def _size(item: tuple[Any, float, bytes]) -> int:
     """The transcript bytes of one waiting transcript (what its session charged)."""
-    return sum(len(c[2]) for c in item[2])
+    return len(item[2])
 
 
 def _picklable(rows: list[tuple[str, int, float, Any]]) -> list[tuple[str, int, float, Any]]:
