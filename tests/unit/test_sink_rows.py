@@ -129,6 +129,26 @@ def test_a_row_sqlite_cannot_take_does_not_lose_the_others(tmp_path):
     assert sink.bad_rows == 2
 
 
+def test_rows_go_in_many_a_statement_in_order_and_a_bad_one_costs_only_itself(tmp_path):
+    """A batch is cut into INSERTs of ROWS_PER_STATEMENT rows and a remainder."""
+    per = logsql.ROWS_PER_STATEMENT
+    n = 2 * per + 7
+    c = conn(1)
+    batch = [Incident("connection.tcp.accept", 1, T0, {"connection": c})]
+    batch += [Incident("http.request", 1, T0, request(f"/{i}")) for i in range(n)]
+    write_sql(tmp_path / "good.sqlite", [batch])
+    db = sqlite3.connect(tmp_path / "good.sqlite")
+    assert db.execute("SELECT http_request_target FROM http_requests ORDER BY http_request"
+                      ).fetchall() == [(f"/{i}",) for i in range(n)]
+    batch[per + 3] = Incident("http.request", 1, T0, dict(request("/bad"), status=2**70))
+    sink = write_sql(tmp_path / "bad.sqlite", [batch])
+    db = sqlite3.connect(tmp_path / "bad.sqlite")
+    assert [r[0] for r in db.execute("SELECT http_request_target FROM http_requests "
+                                      "ORDER BY http_request")] == \
+        [f"/{i}" for i in range(n) if i != per + 2]
+    assert sink.bad_rows == 1
+
+
 def test_tls_hello_gets_its_row(tmp_path):
     c = conn(1)
     hello = {"sni": "www.example.com", "version": 771, "ciphers": [4865, 4866],
