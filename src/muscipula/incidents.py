@@ -189,6 +189,9 @@ class _Channel:
         self.batch_size = batch_size
         self.linger = linger
         self.counters = Counters()
+        #: the bus's emitted count when this sink joined: its own `emitted` is what came
+        #: after (counted once on the bus, not once per sink on the network path)
+        self.joined = bus.emitted
         self.wakeup = asyncio.Event()
         self.idle = False  # the drain task waits on `wakeup`
         self.stopping = False
@@ -303,11 +306,9 @@ class Bus:
         incident = Incident(name, conn, time.time() if now is None else now, fields or {})
         self.emitted += 1
         for ch in self._channels:  # _Channel.put, inline: this runs for every incident
-            c = ch.counters
-            c.emitted += 1
             queue = ch.queue
             if len(queue) >= ch.queue_size:
-                c.dropped += 1
+                ch.counters.dropped += 1
                 continue
             queue.append(incident)
             if len(queue) >= ch.high and not self.congested:
@@ -318,6 +319,8 @@ class Bus:
                 ch.wakeup.set()
 
     def counters(self) -> dict[str, Counters]:
+        for ch in self._channels:
+            ch.counters.emitted = self.emitted - ch.joined
         return {c.sink.name: c.counters for c in self._channels}
 
     async def close(self, timeout: float = 30.0) -> None:
@@ -341,6 +344,7 @@ class Bus:
                 ch.counters.failed += left
                 ch.queue.clear()
                 ch.inflight = 0
+        self.counters()  # settles each sink's emitted count
         for ch in self._channels:
             try:
                 await ch.sink.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
 import signal
 import sqlite3
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from muscipula import transcripts
 from muscipula.config import JsonSink
-from muscipula.incidents import Bus, Connection
+from muscipula.incidents import Bus, Connection, Incident
 from muscipula.sinks.process import SinkHost
 
 HEAD = transcripts.FRAME.size
@@ -331,3 +332,15 @@ def test_transcripts_wait_for_a_restarted_child(tmp_path: Path):
     day = time.strftime("%Y-%m-%d", time.gmtime(1_700_000_000))
     _, chunks = transcripts.read(tmp_path / "tr" / day / "ftp.jsonl", 5)
     assert chunks == [(0.0, "in", b"USER kept\r\n")]
+
+
+def test_a_batch_every_sink_takes_is_pickled_once_and_only_that_batch():
+    host = SinkHost()
+    fields = {"username": "root", "password": "x"}
+    batch = [Incident("login", i, 1.0 + i, fields) for i in range(5)]
+    first = host.pickled(batch)
+    assert host.pickled(list(batch)) is first  # the other sink's drain: same incidents
+    other = [*batch[:4], Incident("login", 4, 5.0, fields)]  # equal values, another incident
+    assert host.pickled(other) is not first
+    assert host.pickled(batch[:4]) is not first
+    assert pickle.loads(first) == [("login", i, 1.0 + i, fields) for i in range(5)]

@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import operator
 import os
 import pickle
 import struct
@@ -107,6 +108,21 @@ class SinkHost:
         self._restart: asyncio.TimerHandle | None = None
         self._ready = asyncio.Event()
         self._open = 0
+        #: the last batch pickled and its frame: the sinks' drains take the same batches
+        #: (every incident goes to each of them, and they wake together), so the second
+        #: sink sends the first one's bytes instead of pickling the batch again
+        self._pickled: tuple[list[Incident], bytes] | None = None
+
+    def pickled(self, batch: list[Incident]) -> bytes:
+        """`batch` as (name, conn, time, fields) rows, pickled once for every sink."""
+        last = self._pickled
+        if last is not None and len(last[0]) == len(batch) \
+                and all(map(operator.is_, last[0], batch)):
+            return last[1]
+        data = pickle.dumps([(i.name, i.conn, i.time, i.fields) for i in batch],
+                            pickle.HIGHEST_PROTOCOL)
+        self._pickled = (batch, data)
+        return data
 
     def transcripts(self, root: Any) -> ProcessTranscripts:
         return ProcessTranscripts(self, root)
@@ -348,10 +364,10 @@ class ProcessSink:
             await self._child_back()
         if self.replay_due:
             self._replay()
-        rows = [(i.name, i.conn, i.time, i.fields) for i in batch]
         try:
-            ok = self._frame(rows)
+            ok = self._send_frame(self.host.pickled(batch))
         except Exception:  # one odd field must not cost the whole batch
+            rows = [(i.name, i.conn, i.time, i.fields) for i in batch]
             ok = self._frame(_picklable(rows))
         if not ok:
             raise RuntimeError(f"sink process for {self.name} is gone")
@@ -404,10 +420,14 @@ class ProcessSink:
 
     def _frame(self, obj: Any) -> bool:
         """Pickle `obj` into the pipe; False if the child is gone."""
+        if self.pipe is None or self.pipe.lost:
+            return False
+        return self._send_frame(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+
+    def _send_frame(self, data: bytes) -> bool:
         pipe, transport = self.pipe, self.transport
         if pipe is None or transport is None or pipe.lost:
             return False
-        data = pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
         transport.write(_LEN.pack(len(data)) + data)
         return True
 
