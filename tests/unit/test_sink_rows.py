@@ -99,6 +99,20 @@ def test_shared_fields_make_one_row_per_request_with_headers_in_order(tmp_path):
                                                             (2, "timeout", 10, 20, 1.5)]
 
 
+def test_a_repeated_request_for_an_unknown_connection_is_skipped_not_written(tmp_path):
+    a = conn(1)
+    shared = request("/flood")
+    batch = [Incident("connection.tcp.accept", 1, T0, {"connection": a}),
+             Incident("http.request", 1, T0, shared), Incident("http.request", 9, T0, shared),
+             Incident("http.request", 1, T0, shared), free(a),
+             Incident("http.request", 1, T0, shared)]  # after its end: no row
+    sink = write_sql(tmp_path / "db.sqlite", [batch])
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    assert db.execute("SELECT connection, http_request_target FROM http_requests").fetchall() \
+        == [(1, "/flood"), (1, "/flood")]
+    assert sink.skipped == 2
+
+
 def test_connection_ids_continue_after_a_reopen_and_roots_point_home(tmp_path):
     path = tmp_path / "db.sqlite"
     write_sql(path, [[Incident("connection.tcp.accept", 1, T0, {"connection": conn(1)})]])

@@ -306,9 +306,18 @@ class LogSql:
         # under several names (download.complete.hash and .unique share theirs)
         seen: dict[tuple[str, int], tuple[Any, ...] | None] = {}
         row_fns, writers = ROWS, WRITERS
+        # a flood repeats one fields object (the server shares identical requests'):
+        # (name, fields, its rows, its values) of the last row, to append the next at once
+        repeat: tuple[str, Mapping[str, Any], list[tuple[Any, ...]], tuple[Any, ...]] | None
+        repeat = None
         cur.execute("BEGIN")
         try:
             for name, cid, when, fields in batch:
+                if repeat is not None and fields is repeat[1] and name == repeat[0]:
+                    conn = ids.get(cid)
+                    if conn is not None:
+                        repeat[2].append((conn, *repeat[3]))
+                        continue
                 spec = row_fns.get(name)
                 if spec is None:
                     if name.startswith("connection."):
@@ -363,6 +372,8 @@ class LogSql:
                     if out is None:
                         out = pending[spec[0]] = []
                     out.append((conn, *values))
+                    if name != "connection.free":
+                        repeat = (name, fields, out, values)
                 if name == "connection.free":
                     ids.pop(cid, None)
             if conns:
