@@ -14,6 +14,7 @@ and reused, so no two sensors share a fingerprint and restarts keep it.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -26,7 +27,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dh, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from muscipula import tls_native
@@ -54,10 +55,11 @@ def _installed_ago() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0) - age
 
 
-def _make(persona: PersonaView, key_path: Path, cert_path: Path) -> None:
+def _make(persona: PersonaView, key_path: Path, cert_path: Path,
+          not_before: dt.datetime | None = None) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, persona.fqdn)])
-    not_before = _installed_ago()
+    not_before = not_before or _installed_ago()
     days = int(persona.facts.get("cert_validity_days", 365))
     builder = (
         x509.CertificateBuilder()
@@ -69,10 +71,14 @@ def _make(persona: PersonaView, key_path: Path, cert_path: Path) -> None:
         .not_valid_after(not_before + dt.timedelta(days=days))
     )
     if persona.os_family == "windows":
-        # IIS Manager's "Create Self-Signed Certificate": no SAN, key and data
-        # encipherment, server authentication only
+        # a Windows server certificate (IIS self-signed, AD CS "Web Server"): no SAN,
+        # digital signature and key encipherment, server authentication only. Without
+        # digitalSignature GnuTLS clients refuse the ECDHE suites SChannel prefers.
         builder = builder.add_extension(
-            x509.KeyUsage(False, False, True, True, False, False, False, False, False), False
+            x509.KeyUsage(digital_signature=True, content_commitment=False,
+                          key_encipherment=True, data_encipherment=False, key_agreement=False,
+                          key_cert_sign=False, crl_sign=False, encipher_only=False,
+                          decipher_only=False), False
         ).add_extension(
             x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False
         )
@@ -89,12 +95,44 @@ def _make(persona: PersonaView, key_path: Path, cert_path: Path) -> None:
     atomic_write(cert_path, _pem(cert), 0o644)
 
 
+def unusable(key_path: Path, cert_path: Path) -> str | None:
+    """Why a kept host certificate cannot serve the handshakes its profile offers, or None.
+
+    An expired or otherwise odd certificate is kept (a real host keeps serving its
+    own); one that does not load, does not match its key, or whose KeyUsage forbids
+    signatures is not: strict clients (GnuTLS) abort every ECDHE, DHE and TLS 1.3
+    handshake with the last, as certificates made by older releases for Windows did.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    except (OSError, ValueError, TypeError) as exc:
+        return f"unreadable ({exc.__class__.__name__})"
+    if not isinstance(key, rsa.RSAPrivateKey) or (
+            key.public_key().public_numbers() != cert.public_key().public_numbers()):
+        return "key does not match the certificate"
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if not usage.digital_signature:
+        return "its KeyUsage lacks digitalSignature"
+    return None
+
+
 def ensure(persona: PersonaView) -> tuple[Path, Path]:
-    """(key, cert) paths of the host's own certificate, generating them on first start."""
+    """(key, cert) paths of the host's own certificate, generating them on first start.
+
+    A kept one is reused as is unless `unusable`: then it is made again, dated now (a
+    host whose certificate was just renewed), and the reason logged.
+    """
     folder = persona.state_dir / "tls"
     key_path, cert_path = folder / "server.key", folder / "server.crt"
     if not (key_path.exists() and cert_path.exists()):
         _make(persona, key_path, cert_path)
+    elif (why := unusable(key_path, cert_path)) is not None:
+        log.warning("host certificate %s made again: %s", cert_path, why)
+        _make(persona, key_path, cert_path, dt.datetime.now(dt.UTC).replace(microsecond=0))
     return key_path, cert_path
 
 
@@ -174,15 +212,38 @@ def _ffdhe_prime(bits: int, offset: int) -> int:
 FFDHE = {"ffdhe2048": (2048, 560316), "ffdhe3072": (3072, 2625351)}
 
 
+def _der(tag: int, body: bytes) -> bytes:
+    size = len(body)
+    if size < 0x80:
+        return bytes([tag, size]) + body
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + body
+
+
+def _der_uint(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))  # sign byte kept
+
+
+def dh_params_pem(group: str) -> bytes:
+    """PKCS#3 DHparams (p, g=2) of a named group, as `openssl dhparam` writes them.
+
+    Encoded here rather than through cryptography's finite-field DH objects, which are
+    deprecated: the bytes are only ever handed to OpenSSL (SSLContext.load_dh_params).
+    """
+    bits, offset = FFDHE[group]
+    der = _der(0x30, _der_uint(_ffdhe_prime(bits, offset)) + _der_uint(2))
+    b64 = base64.b64encode(der).decode()
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return "\n".join(["-----BEGIN DH PARAMETERS-----", *lines,
+                      "-----END DH PARAMETERS-----", ""]).encode()
+
+
 def ensure_dh(persona: PersonaView, group: str) -> Path:
     """A PEM file with a named RFC 7919 group, for the DHE suites a server offers."""
     path = persona.state_dir / "tls" / f"{group}.pem"
     if not path.exists():
-        bits, offset = FFDHE[group]
-        params = dh.DHParameterNumbers(_ffdhe_prime(bits, offset), 2).parameters()
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, params.parameter_bytes(serialization.Encoding.PEM,
-                                                  serialization.ParameterFormat.PKCS3), 0o644)
+        atomic_write(path, dh_params_pem(group), 0o644)
     return path
 
 

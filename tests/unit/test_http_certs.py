@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -27,7 +29,9 @@ def test_windows_cert_is_iis_self_signed(tmp_path):
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
         ExtendedKeyUsageOID.SERVER_AUTH]
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    assert ku.key_encipherment and ku.data_encipherment and not ku.digital_signature
+    # a Windows server certificate's a0: what GnuTLS needs for ECDHE, nothing for a CA
+    assert ku.digital_signature and ku.key_encipherment
+    assert not (ku.data_encipherment or ku.key_cert_sign or ku.crl_sign or ku.key_agreement)
 
 
 def test_debian_cert_is_snakeoil_like(tmp_path):
@@ -41,3 +45,68 @@ def test_debian_cert_is_snakeoil_like(tmp_path):
     text = cert.subject.rfc4514_string() + cert.issuer.rfc4514_string()
     for giveaway in ("dionaea", "Nepenthes", "muscipula", "localhost", "Internet Widgits"):
         assert giveaway not in text
+
+
+def _reissue(path, key_path, usage: x509.KeyUsage | None) -> bytes:
+    """The kept certificate re-signed with `usage` (None: no KeyUsage), as an older release."""
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
+               .public_key(cert.public_key()).serial_number(cert.serial_number)
+               .not_valid_before(cert.not_valid_before_utc)
+               .not_valid_after(cert.not_valid_after_utc))
+    if usage is not None:
+        builder = builder.add_extension(usage, False)
+    pem = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    path.write_bytes(pem)
+    return pem
+
+
+def _usage(signature: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(signature, False, True, True, False, False, False, False, False)
+
+
+def test_old_windows_cert_without_signature_usage_is_made_again(tmp_path, caplog):
+    persona = resolve(configmod.load(extra={"persona": {"preset": "windows-2008r2"}}),
+                      tmp_path)
+    key_path, path = certs.ensure(persona)
+    old = _reissue(path, key_path, _usage(False))  # the 0x30 an older release made
+    assert certs.unusable(key_path, path) == "its KeyUsage lacks digitalSignature"
+    with caplog.at_level("WARNING", logger="muscipula.certs"):
+        certs.ensure(persona)
+    assert "made again: its KeyUsage lacks digitalSignature" in caplog.text
+    new = x509.load_pem_x509_certificate(path.read_bytes())
+    assert path.read_bytes() != old
+    assert new.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+    # renewed now, not backdated: a scanner that saw the old one sees a fresh issue
+    age = dt.datetime.now(dt.UTC) - new.not_valid_before_utc
+    assert dt.timedelta(0) <= age < dt.timedelta(minutes=5)
+    assert certs.unusable(key_path, path) is None
+
+
+def test_usable_kept_certs_are_never_remade(tmp_path, caplog):
+    persona = resolve(configmod.load(extra={"persona": {"preset": "windows-2008r2"}}),
+                      tmp_path)
+    key_path, path = certs.ensure(persona)
+    for usage in (None, _usage(True)):  # no KeyUsage at all, or one allowing signatures
+        kept = _reissue(path, key_path, usage)
+        with caplog.at_level("WARNING", logger="muscipula.certs"):
+            certs.ensure(persona)
+        assert path.read_bytes() == kept and "made again" not in caplog.text
+
+
+def test_unreadable_or_mismatched_cert_is_made_again(tmp_path):
+    persona = resolve(configmod.load(extra={"persona": {"preset": "debian-12"}}), tmp_path)
+    key_path, path = certs.ensure(persona)
+    other_key, _ = certs.ensure(resolve(configmod.load(
+        extra={"persona": {"preset": "debian-12"}}), tmp_path / "other"))
+    key_path.write_bytes(other_key.read_bytes())
+    assert certs.unusable(key_path, path) == "key does not match the certificate"
+    certs.ensure(persona)
+    assert certs.unusable(key_path, path) is None
+    path.write_bytes(b"garbage")
+    assert certs.unusable(key_path, path).startswith("unreadable")
+    certs.ensure(persona)
+    assert certs.unusable(key_path, path) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+import warnings
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -105,6 +106,25 @@ def test_ffdhe2048_is_the_named_group(tmp_path):
     out = subprocess.run(["openssl", "dhparam", "-in", str(path), "-noout", "-text"],
                          capture_output=True, text=True, timeout=10)
     assert "GROUP: ffdhe2048" in out.stdout, out.stdout + out.stderr
+    for group in certs.FFDHE:  # byte for byte what openssl dhparam writes for the group
+        pem = certs.dh_params_pem(group)
+        again = subprocess.run(["openssl", "dhparam", "-outform", "PEM"], input=pem,
+                               capture_output=True, timeout=10)
+        assert again.stdout == pem, again.stderr
+    assert path.read_bytes() == certs.dh_params_pem("ffdhe2048")
+
+
+def test_contexts_use_no_deprecated_crypto(tmp_path):
+    # cryptography's finite-field DH warns (CryptographyDeprecationWarning is a UserWarning,
+    # so -W error::DeprecationWarning alone would not see it): every context builds silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for preset in ("debian-12", "windows-2008r2"):
+            tls = certs.Contexts(persona(tmp_path / preset, preset))
+            for service in ("http", "ftp", "mysql"):
+                tls.for_service(service)
+    dhe = certs.Contexts(persona(tmp_path / "debian-12")).for_service("mysql")
+    assert "DHE-RSA-AES128-GCM-SHA256" in [c["name"] for c in dhe.get_ciphers()]
 
 
 def test_native_setters_apply_and_refuse_bad_input():
