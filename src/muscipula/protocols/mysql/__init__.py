@@ -71,6 +71,10 @@ class MysqlConfig(ServiceConfig):
     max_commands_per_read: PositiveInt = 4096
     #: rows all open cursors of a connection may hold; past it EXECUTE says the table is full
     max_cursor_bytes: PositiveInt = 16 * 1024 * 1024
+    #: statements whose parse the service keeps (shared by its sessions; 0: none), and
+    #: the characters of statement text those may hold in all
+    statement_cache: int = Field(default=512, ge=0, le=1_000_000)
+    statement_cache_chars: PositiveInt = 256 * 1024
 
 
 def build(ctx: ServiceContext) -> MachineFactory:

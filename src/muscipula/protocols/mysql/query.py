@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError, SqlglotError, TokenError
+from sqlglot.errors import SqlglotError, TokenError
 from sqlglot.tokens import TokenType
 
 from muscipula.protocols.mysql import errors as E
@@ -32,6 +32,14 @@ from muscipula.protocols.mysql.backend import (
     Interrupted,
     Session,
     is_autoincrement,
+)
+from muscipula.protocols.mysql.parsecache import (
+    Parsed,
+    Read,
+    Rewritten,
+    StatementCache,
+    parse,
+    split,
 )
 from muscipula.protocols.mysql.results import Column, Done, Effects, Result, Rows, infer
 from muscipula.protocols.mysql.urls import offers_in_query
@@ -82,30 +90,18 @@ def strip_comments(sql: str) -> str:
     return sql
 
 
-def split_statements(sql: str) -> list[str]:
-    """Top-level `;` splits (quotes and comments respected by sqlglot's tokenizer)."""
-    try:
-        tokens = sqlglot.tokenize(sql, read="mysql")
-    except (TokenError, SqlglotError):
-        return [sql]
-    parts: list[str] = []
-    start = 0
-    for tok in tokens:
-        if tok.token_type == TokenType.SEMICOLON:
-            parts.append(sql[start:tok.start])
-            start = tok.end + 1
-    parts.append(sql[start:])
-    out = [p for p in parts if p.strip()]
-    return out or [sql]
-
-
 class SqlSession:
     """SQL state of one connection: current database, variables, the SQLite backend."""
 
     def __init__(self, engine: Engine, profile_version: str, modern: bool,
                  globals_: dict[str, str], who: Identity, now: float, boot: float,
-                 max_capture: int, accounts: list[tuple[str, str, str, str]]) -> None:
+                 max_capture: int, accounts: list[tuple[str, str, str, str]],
+                 cache: StatementCache | None = None) -> None:
         self.engine = engine
+        #: the service's parsed statements, shared by its sessions (None: parse every time)
+        self.cache = cache
+        #: session values the running rewrite read (see `_read`), None outside one
+        self._reads: list[Read] | None = None
         self.accounts = accounts
         self.version = profile_version
         self.modern = modern
@@ -329,7 +325,7 @@ class SqlSession:
         if not text.strip():
             raise E.empty_query()
         out: list[Result] = []
-        for stmt in split_statements(text):
+        for stmt in (self.cache.split(text) if self.cache is not None else split(text)):
             self.questions += 1
             out.append(self.statement(stmt.strip()))
         return out
@@ -736,25 +732,20 @@ class SqlSession:
 
     def translated(self, stmt: str) -> Result:
         """Parse as MySQL, rewrite what MySQL answers itself, run the rest on SQLite."""
-        try:
-            tree = sqlglot.parse_one(stmt, read="mysql")
-        except (ParseError, TokenError) as exc:
-            raise E.syntax(_near(stmt, exc)) from None
-        except (SqlglotError, RecursionError, ValueError):
-            raise E.syntax(stmt) from None
+        parsed = (self.cache.parsed(stmt, select_names) if self.cache is not None
+                  else parse(stmt, select_names))
+        if parsed.error is not None:
+            raise E.syntax(parsed.error)
+        tree = parsed.tree
         if tree is None:
             raise E.empty_query()
         types.check_casts(tree, self.modern)
-        names = select_names(stmt, tree)
+        names = parsed.names
         typed = types.select_types(tree, self._declared) if isinstance(tree, exp.Select) \
             else None
         if "information_schema" in stmt.lower():
             self._refresh_information_schema()
-        tree = tree.transform(self._rewrite)
-        try:
-            sql = tree.sql(dialect="sqlite")
-        except (SqlglotError, RecursionError, ValueError):
-            raise E.syntax(stmt) from None
+        sql, insert = self._sqlite(stmt, parsed)
         try:
             out = self.backend.run(sql)
         except Interrupted:
@@ -774,19 +765,67 @@ class SqlSession:
             self.found_rows = len(out.rows)
             self.row_count = -1
             return Rows(cols, out.rows)
-        if isinstance(tree, exp.Insert) and out.lastrowid:
+        if insert and out.lastrowid:
             self.last_insert_id = out.lastrowid
         self.row_count = out.rowcount
-        return Done(affected=out.rowcount,
-                    insert_id=out.lastrowid if isinstance(tree, exp.Insert) else 0)
+        return Done(affected=out.rowcount, insert_id=out.lastrowid if insert else 0)
+
+    def _sqlite(self, stmt: str, parsed: Parsed) -> tuple[str, bool]:
+        """(SQLite text, is an INSERT) of a parsed statement rewritten for this session.
+
+        The last rewrite's text is reused when every session value it read reads the
+        same now; otherwise the tree is copied, rewritten and generated again.
+        """
+        last = parsed.rewritten
+        if last is not None and all(self._value(kind, arg) == seen
+                                    for kind, arg, seen in last.reads):
+            return last.sql, last.insert
+        assert parsed.tree is not None
+        outer, self._reads = self._reads, []
+        try:
+            tree = parsed.tree.transform(self._rewrite)  # a copy: the cached tree stays
+            reads = tuple(self._reads)
+        finally:
+            self._reads = outer
+        try:
+            sql = tree.sql(dialect="sqlite")
+        except (SqlglotError, RecursionError, ValueError):
+            raise E.syntax(stmt) from None
+        insert = isinstance(tree, exp.Insert)
+        parsed.rewritten = Rewritten(reads, sql, insert)
+        return sql, insert
+
+    #: every session value `_rewrite` may read, by name: what a cached rewrite depends on
+    _SOURCES: dict[str, Callable[[SqlSession, str], Any]] = {
+        "var": lambda s, a: s.vars.get(a),
+        "global": lambda s, a: s.globals.get(a),
+        "uservar": lambda s, a: s.uservars.get(a),
+        "version": lambda s, _a: s.version,
+        "account": lambda s, _a: s.account,
+        "user_at_host": lambda s, _a: s.user_at_host,
+        "db": lambda s, _a: s.db,
+        "known_db": lambda s, a: s.known_db(a),
+    }
+
+    def _value(self, kind: str, arg: str) -> tuple[type, Any]:
+        value = self._SOURCES[kind](self, arg)
+        return type(value), value
+
+    def _read(self, kind: str, arg: str = "") -> Any:
+        """A session value the rewrite uses, noted so a cached rewrite can be checked."""
+        seen = self._value(kind, arg)
+        if self._reads is not None:
+            self._reads.append((kind, arg, seen))
+        return seen[1]
 
     def _rewrite(self, node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.SessionParameter):
             name = node.name.lower()
-            if name not in self.vars:
+            value = self._read("var", name)
+            if value is None:
                 raise E.unknown_variable(name)
-            value = (self.globals if (node.args.get("kind") or "").lower() == "global"
-                     else self.vars)[name]
+            if (node.args.get("kind") or "").lower() == "global":
+                value = self._read("global", name)
             if value.lstrip("-").isdigit():
                 return exp.Literal.number(value)
             if name == "autocommit":
@@ -806,7 +845,7 @@ class SqlSession:
             except ValueError:
                 return node
         if isinstance(node, exp.Parameter):
-            return _literal(self.uservars.get(node.name.lower()))
+            return _literal(self._read("uservar", node.name.lower()))
         if isinstance(node, (exp.CurrentTimestamp, exp.UtcTimestamp)):
             return exp.Anonymous(this="now", expressions=[])
         if isinstance(node, exp.CurrentDate):
@@ -814,13 +853,14 @@ class SqlSession:
         if isinstance(node, exp.CurrentTime):
             return exp.Anonymous(this="curtime", expressions=[])
         if isinstance(node, exp.CurrentVersion):
-            return exp.Literal.string(self.version)
+            return exp.Literal.string(self._read("version"))
         if isinstance(node, exp.CurrentUser):
-            return exp.Literal.string(self.account)
+            return exp.Literal.string(self._read("account"))
         if isinstance(node, exp.SessionUser):
-            return exp.Literal.string(self.user_at_host)
+            return exp.Literal.string(self._read("user_at_host"))
         if isinstance(node, exp.CurrentSchema):
-            return exp.Literal.string(self.db) if self.db else exp.Null()
+            db = self._read("db")
+            return exp.Literal.string(db) if db else exp.Null()
         if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
             return self._qualify(node)
         return node
@@ -844,14 +884,15 @@ class SqlSession:
         if not node.db and name.lower() in ctes:
             return node
         if node.db:
-            db = self.known_db(node.db)
+            db = self._read("known_db", node.db)
             if db is None or db in ("performance_schema", "sys"):
                 raise E.no_table(node.db, name)
             node.set("db", exp.to_identifier(db))
             return node
-        if self.db is None:
+        current = self._read("db")
+        if current is None:
             raise E.no_db()
-        node.set("db", exp.to_identifier(self.db))
+        node.set("db", exp.to_identifier(current))
         return node
 
     def _map_error(self, exc: sqlite3.Error, stmt: str) -> E.SqlError:
@@ -984,21 +1025,6 @@ def _default(v: Any) -> Any:
 def _first_table(stmt: str) -> str:
     m = re.search(r"(?is)\b(?:into|from|update|table)\s+[`\"]?([\w$.]+)", stmt)
     return m.group(1) if m else ""
-
-
-def _near(stmt: str, exc: Exception) -> str:
-    errors = getattr(exc, "errors", None) or []
-    if errors:
-        e = errors[0]
-        highlight = e.get("highlight") or ""
-        start = e.get("start_context") or ""
-        pos = stmt.find(start + highlight) if start else -1
-        if pos >= 0:
-            return stmt[pos + len(start):]
-        pos = stmt.rfind(highlight) if highlight else -1
-        if pos >= 0:
-            return stmt[pos:]
-    return stmt
 
 
 def _split_assignments(body: str) -> list[str]:

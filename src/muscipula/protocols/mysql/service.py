@@ -16,6 +16,7 @@ from muscipula.protocols.mysql import MysqlConfig
 from muscipula.protocols.mysql import auth as A
 from muscipula.protocols.mysql.backend import Engine, Limits, native_hash
 from muscipula.protocols.mysql.machine import MysqlMachine, Setup
+from muscipula.protocols.mysql.parsecache import StatementCache
 from muscipula.protocols.mysql.policy import LoginPolicy
 from muscipula.protocols.mysql.query import Identity, SqlSession
 from muscipula.protocols.mysql.variables import system_variables
@@ -117,9 +118,11 @@ def build(ctx: ServiceContext):
     policy = LoginPolicy(cfg.login.mode, dict(cfg.login.users), cfg.login.refuse_first)
     threads = itertools.count(ctx.persona.id_base)
 
+    statements = StatementCache(cfg.statement_cache, cfg.statement_cache_chars)
+
     def make_sql(who: Identity, now: float) -> SqlSession:
         return SqlSession(engine, version, profile.modern, variables, who, now, boot,
-                          cfg.max_capture_bytes, accounts)
+                          cfg.max_capture_bytes, accounts, statements)
 
     def statistics(now: float, questions: int) -> str:
         uptime = int(now - boot)
