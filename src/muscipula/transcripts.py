@@ -36,33 +36,44 @@ from muscipula.incidents import Connection
 log = logging.getLogger(__name__)
 DIRECTIONS = ("in", "out")
 _CONNECTION_FIELDS = tuple(f.name for f in fields(Connection))
-#: a chunk's head in a packed transcript: seconds since the start, direction, length
+#: a chunk's head in a packed transcript: seconds since the start, flags, length
 FRAME = struct.Struct("<dBI")
+#: flags: the server sent it; it is the same bytes as the last chunk sent that way
+#: (not stored again: floods repeat one request, and a buffer of heads stays small)
+SENT, REPEAT = 1, 2
 
 Pending = tuple[Connection, float, bytes | bytearray]
 
 
-def pack(buf: bytearray, offset: float, direction: int, data: bytes) -> None:
-    """Append one chunk to a session's packed transcript.
+def pack(buf: bytearray, offset: float, direction: int, data: bytes,
+         repeat: bool = False) -> None:
+    """Append one chunk to a session's packed transcript (a repeat: its head only).
 
     Sessions keep their transcript as one growing buffer rather than a list of
     (offset, direction, bytes) tuples: a keep-alive connection of 1,000 requests
     held 1,000 small objects each, which cost the event loop about 2 µs a request
     in allocator and cache traffic, and pickling them to the writer more.
     """
-    buf += FRAME.pack(offset, direction, len(data))
-    buf += data
+    buf += FRAME.pack(offset, direction | (REPEAT if repeat else 0), len(data))
+    if not repeat:
+        buf += data
 
 
 def unpack(packed: bytes | bytearray) -> Iterator[tuple[float, int, bytes]]:
     """The (offset, direction, data) chunks of a packed transcript, in order."""
     view = memoryview(packed)
     at, end, head = 0, len(packed), FRAME.size
+    last = [b"", b""]
     while at + head <= end:
-        offset, direction, n = FRAME.unpack_from(view, at)
+        offset, flags, n = FRAME.unpack_from(view, at)
         at += head
-        yield offset, direction, bytes(view[at:at + n])
-        at += n
+        direction = flags & SENT
+        if flags & REPEAT:
+            data = last[direction]
+        else:
+            data = last[direction] = bytes(view[at:at + n])
+            at += n
+        yield offset, direction, data
 
 
 def encode(conn: Connection, started: float, packed: bytes | bytearray) -> str:

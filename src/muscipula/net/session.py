@@ -32,18 +32,20 @@ from muscipula.machine import (
 )
 from muscipula.net.runtime import ServiceRuntime
 from muscipula.store import Capture
-from muscipula.transcripts import FRAME
+from muscipula.transcripts import FRAME, REPEAT
 
 log = logging.getLogger(__name__)
 FRAME_SIZE = FRAME.size
 FRAME_PACK = FRAME.pack
+#: the largest chunk a later equal one may repeat (transcripts.REPEAT)
+REPEAT_MAX = 1024
 
 
 class Session:
     __slots__ = (
         "_wake", "_wake_at", "_wake_due", "bytes_in", "bytes_out", "captures", "children",
         "close_reason", "closing", "conn", "last_active", "machine", "rt", "started",
-        "transcript", "transcript_left", "transcript_out_left",
+        "transcript", "transcript_last", "transcript_left", "transcript_out_left",
     )
 
     def __init__(self, rt: ServiceRuntime, conn: Connection, machine: Machine, now: float) -> None:
@@ -67,6 +69,8 @@ class Session:
         #: those, bytes sent
         self.transcript_left = rt.limits.max_transcript_bytes
         self.transcript_out_left = rt.limits.max_transcript_out_bytes
+        #: the last chunk kept each way (received, sent)
+        self.transcript_last: list[bytes | None] = [None, None]
 
     # ------------------------------------------------------------ subclass hooks
 
@@ -88,7 +92,8 @@ class Session:
         """Keep transcript bytes, up to the configured bounds (frame heads count too).
 
         Runs for every read and every answer: the bounds are kept as what is left, so
-        that a capped direction costs one comparison."""
+        that a capped direction costs one comparison. A chunk equal to the last one
+        that way is kept as its head only (transcripts.REPEAT)."""
         buf = self.transcript
         if buf is None:
             return
@@ -103,12 +108,21 @@ class Session:
         n = len(data)
         if n > room:
             data, n = data[:room], room
-        buf += FRAME_PACK((time.time() if now is None else now) - self.started, direction, n)
-        buf += data
+        offset = (time.time() if now is None else now) - self.started
+        last = self.transcript_last
+        if data == last[direction]:
+            buf += FRAME_PACK(offset, direction | REPEAT, n)
+            shared.transcript_room -= FRAME_SIZE
+        else:
+            buf += FRAME_PACK(offset, direction, n)
+            buf += data
+            # only small chunks are remembered: the reference keeps them alive outside
+            # the transcript budget (a read may be 256 KiB)
+            last[direction] = data if n <= REPEAT_MAX else None
+            shared.transcript_room -= n + FRAME_SIZE
         self.transcript_left -= n
         if direction:
             self.transcript_out_left -= n
-        shared.transcript_room -= n + FRAME_SIZE
 
     def call(self, method: str, *args: Any) -> None:
         """Call the machine and carry out its actions; a machine bug closes only this session."""
@@ -303,6 +317,7 @@ class Session:
         elif buf:
             self.rt.shared.transcript_room += len(buf)
         self.transcript = None
+        self.transcript_last = [None, None]
 
     def child_failed(self, tag: str, reason: str) -> None:
         self.deliver(ChildFailed(tag, reason))
