@@ -192,6 +192,68 @@ def ensure_mysql(persona: PersonaView, version: str) -> tuple[Path, Path, Path]:
     return key_path, cert_path, ca_path
 
 
+def ensure_mssql(persona: PersonaView, bits: int, digest: str, started: dt.datetime,
+                 renew: bool = True) -> tuple[Path, Path]:
+    """(key, cert) of SQL Server's SSL_Self_Signed_Fallback, as sqlservr makes it.
+
+    With no certificate configured SQL Server makes one at every service start: a
+    fresh RSA key (1024 bits up to 2014, 2048 from 2016, 3072 from 2022), subject and
+    issuer CN=SSL_Self_Signed_Fallback as a BMPString, a 16-byte serial, no extensions,
+    valid thirty years from the start. `renew` False keeps the one made first instead.
+    """
+    from cryptography.x509.name import _ASN1Type
+
+    folder = persona.state_dir / "tls" / "mssql"
+    key_path, cert_path = folder / "fallback.key", folder / "fallback.crt"
+    if not renew and key_path.exists() and cert_path.exists():
+        return key_path, cert_path
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SSL_Self_Signed_Fallback",
+                                         _type=_ASN1Type.BMPString)])
+    serial = bytearray(secrets.token_bytes(16))
+    serial[0] = (serial[0] & 0x7F) or 0x01  # positive and a full 16 bytes, as CryptoAPI's
+    start = started.astimezone(dt.UTC).replace(microsecond=0)
+    end = start.replace(year=start.year + 30) if not (start.month == 2 and start.day == 29) \
+        else start + dt.timedelta(days=365 * 30 + 7)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(int.from_bytes(serial, "big"))
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .sign(key, hashes.SHA256())
+    )
+    if digest == "sha1":
+        cert = _resign_sha1(cert, key)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(key_path, _key_bytes(key))
+    atomic_write(cert_path, _pem(cert), 0o644)
+    return key_path, cert_path
+
+
+def _rsa_alg(n: int) -> bytes:
+    """AlgorithmIdentifier of PKCS#1 signature `n` (1.2.840.113549.1.1.n), NULL params."""
+    oid = bytes([0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 1, 1, n])
+    return _der(0x30, _der(0x06, oid) + b"\x05\x00")
+
+
+def _resign_sha1(cert: x509.Certificate, key: rsa.RSAPrivateKey) -> x509.Certificate:
+    """The same certificate signed sha1WithRSAEncryption, as older Windows signs it.
+
+    cryptography's builder refuses SHA-1; both algorithm identifiers have the same
+    length, so the TBS part is patched in place and signed directly.
+    """
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    sha256_rsa, sha1_rsa = _rsa_alg(11), _rsa_alg(5)
+    tbs = cert.tbs_certificate_bytes.replace(sha256_rsa, sha1_rsa, 1)
+    signature = key.sign(tbs, padding.PKCS1v15(), hashes.SHA1())
+    der = _der(0x30, tbs + sha1_rsa + _der(0x03, b"\0" + signature))
+    return x509.load_der_x509_certificate(der)
+
+
 # ------------------------------------------------------------------ DH groups
 
 

@@ -65,14 +65,14 @@ def test_prelogin_answers_the_options_asked_with_the_persona_version(tmp_path):
     opts = L.parse_prelogin(body)
     assert [o for o, _ in opts] == [0, 1, 2, 3]
     assert dict(opts)[0] == bytes([10, 50]) + struct.pack(">HH", 6000, 0)
-    assert dict(opts)[1] == b"\x02" and dict(opts)[3] == b""
+    assert dict(opts)[1] == b"\x00" and dict(opts)[3] == b""  # ENCRYPT_OFF: login in TLS
     assert len(body) + 8 == 0x25  # what nmap's ms-sql-s match expects of a 4-option reply
     (_k, _i, body5), = replies(send(factory(PEER), T.PRELOGIN, prelogin(5)))
     assert [o for o, _ in L.parse_prelogin(body5)] == [0, 1, 2, 3, 4]
 
 
-def test_prelogin_requiring_encryption_is_recorded(tmp_path):
-    factory, _ = make(tmp_path)
+def test_prelogin_requiring_encryption_without_tls_is_recorded(tmp_path):
+    factory, _ = make(tmp_path, encryption="none")
     acts = send(factory(PEER), T.PRELOGIN, prelogin(5, L.ENCRYPT_REQ))
     assert "encryption" in emits(acts, "protocol.error")[0]["detail"]
     assert dict(L.parse_prelogin(replies(acts)[0][2]))[1] == b"\x02"

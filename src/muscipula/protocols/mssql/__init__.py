@@ -43,6 +43,14 @@ class MssqlConfig(ServiceConfig):
     max_protocol_errors: PositiveInt = 100
     #: answer integrated (NTLM) logins with a CHALLENGE naming the host (Windows personas)
     ntlm: bool = True
+    #: TLS as SQL Server offers it: "offered" (its self-signed fallback certificate, Force
+    #: Encryption off: the default install), "forced" (Force Encryption on), "none" (no
+    #: certificate: every PRELOGIN is answered ENCRYPT_NOT_SUP)
+    encryption: Literal["offered", "forced", "none"] = "offered"
+    #: raw TLS bytes one connection may hold (handshake being unwrapped, partial records)
+    max_tls_buffer: PositiveInt = 64 * 1024
+    #: a new fallback certificate at every start, as sqlservr makes one (False: keep the first)
+    tls_cert_per_start: bool = True
 
 
 def build(ctx: ServiceContext) -> MachineFactory:
@@ -94,6 +102,17 @@ def batch(sql: str, headers: bool = True) -> bytes:
     return hdr + sql.encode("utf-16-le")
 
 
+def client_hello() -> bytes:
+    """A bare TLS 1.2 ClientHello record (fuzz seeds: the handshake inside PRELOGIN)."""
+    exts = (struct.pack(">HHHH", 10, 4, 2, 23)  # supported_groups: P-256
+            + struct.pack(">HHBB", 11, 2, 1, 0)  # ec_point_formats: uncompressed
+            + struct.pack(">HHHHH", 13, 6, 4, 0x0401, 0x0201))  # signature_algorithms
+    body = (b"\x03\x03" + bytes(32) + b"\x00" + struct.pack(">HHHH", 6, 0xC02F, 0x002F, 0x00FF)
+            + b"\x01\x00" + struct.pack(">H", len(exts)) + exts)
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack(">H", len(hs)) + hs
+
+
 FUZZ_SEEDS = (
     T.packets(T.PRELOGIN, prelogin(), 4096) + T.packets(T.LOGIN7, login7("sa", "pw"), 4096)
     + T.packets(T.SQL_BATCH, batch("SELECT @@VERSION; SELECT name FROM sys.databases"), 4096),
@@ -106,11 +125,14 @@ FUZZ_SEEDS = (
     + T.packets(T.SQL_BATCH, batch("CREATE TABLE t (a INT, b NVARCHAR(10));"
                                    "INSERT INTO t VALUES (1, N'x');SELECT * FROM t"), 64),
     T.packets(T.LOGIN7, login7("", "", sspi=b"NTLMSSP\0\x01\0\0\0" + b"\0" * 24), 4096),
+    T.packets(T.PRELOGIN, prelogin(5, 1), 4096) + T.packets(T.PRELOGIN, client_hello(), 4096),
 )
 
 
 def _max_buffer(cfg: MssqlConfig) -> int:
-    return cfg.max_packet + cfg.max_message
+    # TDS framing, then TLS: wrapped handshake bytes and OpenSSL's input, and the
+    # ClientHello kept for the record
+    return cfg.max_packet + cfg.max_message + 2 * cfg.max_tls_buffer + 16 * 1024 + 5
 
 
 SERVICE = ServiceSpec("mssql", "mssqld", MssqlConfig, build,

@@ -33,14 +33,38 @@ def parse_prelogin(data: bytes) -> list[tuple[int, bytes]] | None:
     return None
 
 
-def prelogin_reply(options: list[tuple[int, bytes]], version: tuple[int, int, int],
-                   instance: str) -> tuple[bytes, int]:
-    """The reply payload and the encryption the client asked for (for the record).
+#: the server's setting (`encryption` in config) -> what SQL Server answers each client value
+_MATRIX = {
+    # a certificate (SSL_Self_Signed_Fallback at least), Force Encryption off: the default
+    "offered": {ENCRYPT_OFF: ENCRYPT_OFF, ENCRYPT_ON: ENCRYPT_ON,
+                ENCRYPT_NOT_SUP: ENCRYPT_NOT_SUP, ENCRYPT_REQ: ENCRYPT_ON},
+    # Force Encryption on: a client that cannot encrypt is told so and dropped
+    "forced": {ENCRYPT_OFF: ENCRYPT_REQ, ENCRYPT_ON: ENCRYPT_ON,
+               ENCRYPT_NOT_SUP: ENCRYPT_REQ, ENCRYPT_REQ: ENCRYPT_ON},
+    # no TLS at all (an install whose certificate cannot be loaded)
+    "none": {},
+}
 
-    No TLS here: whatever the client offers, the answer is ENCRYPT_NOT_SUP; a client
-    that requires encryption gives up, as against a server with no certificate.
+
+def negotiate(asked: int, setting: str) -> int:
+    """MS-TDS 2.2.6.5's matrix: the ENCRYPTION answer to the client's `asked` value.
+
+    Flag bits above the low nibble (ENCRYPT_CLIENT_CERT) do not change the answer;
+    an unknown request is taken as a wish to encrypt.
     """
+    table = _MATRIX.get(setting) or {}
+    if not table:
+        return ENCRYPT_NOT_SUP
+    low = asked & 0x0F
+    return table.get(low, table[ENCRYPT_ON])
+
+
+def prelogin_reply(options: list[tuple[int, bytes]], version: tuple[int, int, int],
+                   instance: str, setting: str = "none") -> tuple[bytes, int, int | None]:
+    """The reply payload, the encryption the client asked for and the one answered
+    (None when the client sent no ENCRYPTION option: no TLS then)."""
     asked = ENCRYPT_NOT_SUP
+    answer: int | None = None
     values: list[tuple[int, bytes]] = []
     seen: set[int] = set()
     for token, value in options:
@@ -52,7 +76,8 @@ def prelogin_reply(options: list[tuple[int, bytes]], version: tuple[int, int, in
             values.append((token, bytes([major, minor]) + struct.pack(">HH", build, 0)))
         elif token == ENCRYPTION:
             asked = value[0] if value else ENCRYPT_NOT_SUP
-            values.append((token, bytes([ENCRYPT_NOT_SUP])))
+            answer = negotiate(asked, setting)
+            values.append((token, bytes([answer])))
         elif token == INSTOPT:
             name = value.split(b"\0", 1)[0].decode("latin-1")
             ok = not name or name.upper() in (instance.upper(), "MSSQLSERVER")
@@ -70,7 +95,7 @@ def prelogin_reply(options: list[tuple[int, bytes]], version: tuple[int, int, in
     for token, value in values:
         table += struct.pack(">BHH", token, start + len(body), len(value))
         body += value
-    return bytes(table) + b"\xff" + bytes(body), asked
+    return bytes(table) + b"\xff" + bytes(body), asked, answer
 
 
 def decode_password(raw: bytes) -> str:

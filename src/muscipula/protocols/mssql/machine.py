@@ -1,4 +1,4 @@
-"""One TDS connection: PRELOGIN, LOGIN7 (SQL or NTLM), then SQL batches.
+"""One TDS connection: PRELOGIN, TLS inside TDS, LOGIN7 (SQL or NTLM), then SQL batches.
 
 Replies follow SQL Server's token order and widths for the client's TDS version
 (7.1 for impacket, 7.4 for FreeTDS, pytds and pymssql).
@@ -6,6 +6,7 @@ Replies follow SQL Server's token order and widths for the client's TDS version
 
 from __future__ import annotations
 
+import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from muscipula.protocols.mssql import tds as T
 from muscipula.protocols.mssql.ntlm import is_negotiate, parse_authenticate
 from muscipula.protocols.mssql.sql import Setup as SqlSetup
 from muscipula.protocols.mssql.sql import SqlSession
+from muscipula.protocols.mssql.tls import TdsTls, TlsFailure
 
 if TYPE_CHECKING:
     from muscipula.protocols.mssql.product import Product
@@ -33,6 +35,10 @@ class Setup:
     max_protocol_errors: int
     #: now -> (NTLM CHALLENGE message, its server challenge); None: no integrated login
     ntlm: Callable[[float], tuple[bytes, bytes]] | None
+    #: the fallback certificate's context; None: no TLS (ENCRYPT_NOT_SUP to all)
+    tls: ssl.SSLContext | None = None
+    encryption: str = "none"
+    max_tls_buffer: int = 64 * 1024
 
 
 class MssqlMachine(BaseMachine):
@@ -51,9 +57,13 @@ class MssqlMachine(BaseMachine):
         self.challenge = b""
         self.xact = 0
         self.closed_ = False
+        self.tls: TdsTls | None = None
+        #: ENCRYPT_OFF: TLS for the LOGIN7 only; ENCRYPT_ON/REQ: for everything
+        self.encrypt = L.ENCRYPT_NOT_SUP
+        self.encryption: dict[str, object] = {}  # what was negotiated, for the record
 
     def buffered(self) -> int:
-        return self.framer.held()
+        return self.framer.held() + (self.tls.held() if self.tls is not None else 0)
 
     def closed(self, now: float) -> list[Action]:
         if self.sql is not None:
@@ -64,16 +74,66 @@ class MssqlMachine(BaseMachine):
         out: list[Action] = []
         if self.closed_:
             return out
+        if self.tls is not None:
+            data = self._tls_in(data, out)
+            if self.closed_:
+                return out
         for item in self.framer.feed(data):
             if isinstance(item, str):
                 self.closed_ = True
                 return [*out, Emit("connection.limit", {"limit": item, "value": len(data)}),
                         Close(item)]
             kind, payload = item
-            out += self._message(kind, payload, now)
+            out += self._sealed(self._message(kind, payload, now))
             if self.closed_:
                 break
         return out
+
+    # ------------------------------------------------------------ TLS
+
+    def _tls_in(self, data: bytes, out: list[Action]) -> bytes:
+        """Raw bytes through TLS: the handshake answered, the plaintext TDS returned."""
+        tls = self.tls
+        assert tls is not None
+        try:
+            fed = tls.feed(data)
+        except TlsFailure as exc:
+            self.closed_ = True
+            if exc.detail == "max_tls_buffer":
+                out += [Emit("connection.limit", {"limit": exc.detail, "value": tls.held()}),
+                        Close(exc.detail)]
+                return b""
+            alert = exc.alert
+            if alert and not tls.handshaken:
+                alert = T.packets(T.PRELOGIN, alert, 4096, 0)
+            out.append(Emit("protocol.error", {"detail": exc.detail, "data": data[:512]}))
+            if alert:
+                out.append(Send(alert))
+            out.append(Close("tls error"))
+            return b""
+        if fed.hello is not None:
+            out.append(Emit("connection.tls.hello", fed.hello.fields()))
+        if fed.send:
+            out.append(Send(fed.send))
+        if fed.done:
+            self.encryption.update(tls=tls.version(), cipher=tls.cipher())
+        if fed.clear:
+            # TDS in the clear where the handshake was due: SQL Server would hang up,
+            # but the login inside is worth more than the imitation; served as plain
+            self.tls = None
+            self.encrypt = L.ENCRYPT_NOT_SUP
+            self.encryption["skipped_tls"] = True
+            out.append(Emit("protocol.error", {"detail": "TDS in the clear during the TLS "
+                                                         "handshake", "data": fed.clear[:512]}))
+            return fed.clear
+        return fed.plain
+
+    def _sealed(self, actions: list[Action]) -> list[Action]:
+        """Replies through TLS while it is on (all of them with ENCRYPT_ON)."""
+        tls = self.tls
+        if tls is None or not tls.handshaken:
+            return actions
+        return [Send(tls.encrypt(a.data)) if isinstance(a, Send) else a for a in actions]
 
     # ------------------------------------------------------------ dispatch
 
@@ -116,12 +176,26 @@ class MssqlMachine(BaseMachine):
         if options is None:
             return self._bad("malformed PRELOGIN", payload)
         p = self.s.product
-        body, asked = L.prelogin_reply(options, p.version, p.instance)
+        again = bool(self.encryption)  # a second PRELOGIN never starts TLS twice
+        setting = self.s.encryption if self.s.tls is not None and not again else "none"
+        body, asked, answer = L.prelogin_reply(options, p.version, p.instance, setting)
         out: list[Action] = [Send(T.packets(T.REPLY, body, 4096, 0))]
-        if asked in (L.ENCRYPT_ON, L.ENCRYPT_REQ):
-            out.insert(0, Emit("protocol.error", {
-                "detail": "client requires encryption; answered ENCRYPT_NOT_SUP",
-                "data": payload[:512]}))
+        if answer is None or again:
+            return out
+        self.encryption = {"asked": asked, "answered": answer}
+        if answer == L.ENCRYPT_REQ and asked & 0x0F == L.ENCRYPT_NOT_SUP:
+            # Force Encryption and a client that cannot: told so, then dropped
+            self.closed_ = True
+            return [*out, Close("encryption required")]
+        if answer == L.ENCRYPT_NOT_SUP:
+            if asked & 0x0F in (L.ENCRYPT_ON, L.ENCRYPT_REQ):
+                out.insert(0, Emit("protocol.error", {
+                    "detail": "client requires encryption; answered ENCRYPT_NOT_SUP",
+                    "data": payload[:512]}))
+            return out
+        assert self.s.tls is not None
+        self.tls = TdsTls(self.s.tls, self.s.max_tls_buffer)
+        self.encrypt = answer
         return out
 
     def _login7(self, payload: bytes, now: float) -> list[Action]:
@@ -129,6 +203,14 @@ class MssqlMachine(BaseMachine):
         if login is None:
             return self._bad("malformed LOGIN7", payload)
         self.tds, _ = self.s.product.tds_version(login.tds)
+        if self.encryption:
+            login.extra["encryption"] = dict(self.encryption)
+        if self.tls is not None and self.encrypt == L.ENCRYPT_OFF:
+            # ENCRYPT_OFF: TLS carried the LOGIN7 only; the answer and all after are clear
+            rest = self.tls.leftover()
+            self.tls = None
+            if rest:
+                self.framer.buf += rest  # behind the plaintext already framed
         out: list[Action] = [Emit("mssql.fingerprint", {
             "hostname": login.hostname, "appname": login.appname,
             "cltintname": login.cltintname, "extra": login.extra})]

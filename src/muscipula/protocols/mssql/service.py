@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
+import ssl
 
 from muscipula.machine import Peer
 from muscipula.protocols.mssql import MssqlConfig
 from muscipula.protocols.mssql.machine import MssqlMachine, Setup
 from muscipula.protocols.mssql.ntlm import Names, challenge_message
-from muscipula.protocols.mssql.product import make_product
+from muscipula.protocols.mssql.product import Product, make_product
 from muscipula.protocols.mssql.sql import Setup as SqlSetup
 from muscipula.protocols.mysql.backend import Engine, Limits
 from muscipula.protocols.mysql.policy import LoginPolicy
 from muscipula.services import ServiceContext
+
+
+def fallback_context(persona, product: Product, renew: bool) -> ssl.SSLContext:
+    """The context SQL Server serves with no certificate configured: its own
+    SSL_Self_Signed_Fallback (shape by version, `tls_cert` in the persona's mssql facts)
+    over the TLS versions and suites of the persona's stack (`tls_profile`, else the host's).
+    """
+    from muscipula import certs
+
+    facts = persona.product("mssql").get("tls_cert") or {}
+    major = product.version[0]
+    bits = int(facts.get("bits", 1024 if major < 13 else 2048 if major < 16 else 3072))
+    digest = str(facts.get("digest", "sha1" if major < 13 else "sha256"))
+    key, cert = certs.ensure_mssql(persona, bits, digest, dt.datetime.now(dt.UTC), renew)
+    context = certs.build(persona, certs.profile_for(persona, "mssql"))
+    context.load_cert_chain(cert, key)  # in place of the host's certificate
+    return context
 
 
 def build(ctx: ServiceContext):
@@ -39,8 +58,11 @@ def build(ctx: ServiceContext):
             challenge = os.urandom(8)  # a fresh one per login, as Windows draws it
             return challenge_message(names, challenge, now), challenge
 
+    tls = None
+    if cfg.encryption != "none":
+        tls = fallback_context(persona, product, cfg.tls_cert_per_start)
     setup = Setup(product, policy, sql, cfg.max_packet, cfg.max_message,
-                  cfg.max_protocol_errors, ntlm)
+                  cfg.max_protocol_errors, ntlm, tls, cfg.encryption, cfg.max_tls_buffer)
     # SQL Server's user sessions take SPIDs from 51 on
     spids = itertools.count(51 + persona.secrets.number("mssql.spid_offset", 0, 40))
 
