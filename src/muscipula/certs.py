@@ -99,23 +99,27 @@ def unusable(key_path: Path, cert_path: Path) -> str | None:
     """Why a kept host certificate cannot serve the handshakes its profile offers, or None.
 
     An expired or otherwise odd certificate is kept (a real host keeps serving its
-    own); one that does not load, does not match its key, or whose KeyUsage forbids
-    signatures is not: strict clients (GnuTLS) abort every ECDHE, DHE and TLS 1.3
-    handshake with the last, as certificates made by older releases for Windows did.
+    own), and so is one of another kind than ours (an operator's ECDSA one). One that
+    does not parse, does not match its key, or whose KeyUsage forbids signatures is
+    not: strict clients (GnuTLS) abort every ECDHE, DHE and TLS 1.3 handshake with the
+    last, as certificates made by older releases for Windows did. A file that cannot be
+    read for lack of permission is an error, not a reason to make a new one.
     """
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), None)
-    except (OSError, ValueError, TypeError) as exc:
-        return f"unreadable ({exc.__class__.__name__})"
-    if not isinstance(key, rsa.RSAPrivateKey) or (
-            key.public_key().public_numbers() != cert.public_key().public_numbers()):
-        return "key does not match the certificate"
-    try:
+        public = cert.public_key()
         usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except PermissionError:
+        raise
     except x509.ExtensionNotFound:
-        return None
-    if not usage.digital_signature:
+        usage = None
+    except Exception as exc:  # cryptography raises several kinds for odd files
+        return f"unreadable ({exc.__class__.__name__})"
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*raw) != public.public_bytes(*raw):
+        return "key does not match the certificate"
+    if usage is not None and not usage.digital_signature:
         return "its KeyUsage lacks digitalSignature"
     return None
 

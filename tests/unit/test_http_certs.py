@@ -110,3 +110,40 @@ def test_unreadable_or_mismatched_cert_is_made_again(tmp_path):
     assert certs.unusable(key_path, path).startswith("unreadable")
     certs.ensure(persona)
     assert certs.unusable(key_path, path) is None
+
+
+def test_an_operators_ecdsa_cert_is_kept_and_odd_files_never_crash_the_start(tmp_path):
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    persona = resolve(configmod.load(extra={"persona": {"preset": "debian-12"}}), tmp_path)
+    key_path, path = certs.ensure(persona)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "www.example.org")])
+    now = dt.datetime.now(dt.UTC)
+    mine = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(7).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=90)).sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    path.write_bytes(mine)
+    assert certs.unusable(key_path, path) is None
+    certs.ensure(persona)
+    assert path.read_bytes() == mine
+    # two KeyUsage extensions: cryptography raises DuplicateExtension, not ValueError
+    usage = _usage(True)
+    rsa_key, _ = certs.ensure(resolve(configmod.load(
+        extra={"persona": {"preset": "debian-12"}}), tmp_path / "other"))
+    signer = serialization.load_pem_private_key(rsa_key.read_bytes(), None)
+    twice = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+             .public_key(signer.public_key()).serial_number(8).not_valid_before(now)
+             .not_valid_after(now + dt.timedelta(days=90)).add_extension(usage, False))
+    twice._extensions.append(twice._extensions[0])  # the builder itself refuses a second
+    key_path.write_bytes(rsa_key.read_bytes())
+    path.write_bytes(twice.sign(signer, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM))
+    assert certs.unusable(key_path, path).startswith("unreadable")
+    certs.ensure(persona)
+    assert certs.unusable(key_path, path) is None
