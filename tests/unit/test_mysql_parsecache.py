@@ -130,3 +130,25 @@ def test_cache_off_answers_alike(tmp_path):
     on, off = answers
     assert [[getattr(a, "data", a) for a in acts] for acts in on] == \
         [[getattr(a, "data", a) for a in acts] for acts in off]
+
+
+def test_negative_zero_of_one_session_is_not_the_zero_of_another(tmp_path):
+    factory, _ctx = make(tmp_path, **NATIVE)
+    a, b = session(factory), session(factory)
+    query(a, "SET @x = 0.0")
+    assert rows(query(a, "SELECT @x")) == [[b"0"]]
+    query(b, "SET @x = -0.0")
+    assert rows(query(b, "SELECT @x")) == [[b"-0"]]  # its own value, not a's rewrite
+
+
+def test_a_rewrite_holding_a_large_session_value_is_not_kept(tmp_path):
+    factory, _ctx = make(tmp_path, **NATIVE)
+    m = session(factory)
+    query(m, "SET @a = '" + "x" * 100_000 + "'")
+    assert rows(query(m, "SELECT LENGTH(@a), 1")) == [[b"100000", b"1"]]
+    kept = [v for (kind, _k), v in cache_of(m)._lru.items() if kind == "parse"]
+    assert kept and all(p.rewritten is None or len(p.rewritten.sql) < 10_000 for p in kept)
+    # small ones are kept and reused
+    assert rows(query(m, "SELECT 1 + 1")) == [[b"2"]]
+    assert any(p.rewritten is not None for (kind, _k), p in cache_of(m)._lru.items()
+               if kind == "parse")

@@ -16,6 +16,7 @@ import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import sqlglot
@@ -63,6 +64,18 @@ class Identity:
     thread_id: int
     local_host: str
     port: int = 0
+
+
+#: a rewrite's SQLite text is kept for reuse only up to four times its statement and this
+REWRITE_SLACK = 1024
+
+
+def _same(value: Any) -> tuple[type, Any]:
+    """What a session value must equal for a cached rewrite to be reused: its type and value,
+    floats and decimals by their text (-0.0 equals 0.0, and 1.50 equals 1.5, as numbers)."""
+    if isinstance(value, (float, Decimal)):
+        return type(value), repr(value)
+    return type(value), value
 
 
 def _unquote(s: str) -> str:
@@ -777,7 +790,7 @@ class SqlSession:
         same now; otherwise the tree is copied, rewritten and generated again.
         """
         last = parsed.rewritten
-        if last is not None and all(self._value(kind, arg) == seen
+        if last is not None and all(_same(self._SOURCES[kind](self, arg)) == seen
                                     for kind, arg, seen in last.reads):
             return last.sql, last.insert
         assert parsed.tree is not None
@@ -792,7 +805,10 @@ class SqlSession:
         except (SqlglotError, RecursionError, ValueError):
             raise E.syntax(stmt) from None
         insert = isinstance(tree, exp.Insert)
-        parsed.rewritten = Rewritten(reads, sql, insert)
+        # kept for the next session only if small: values inlined from the session (a
+        # user variable of megabytes) would stay in the service-wide cache, uncounted
+        if len(sql) <= 4 * len(stmt) + REWRITE_SLACK:
+            parsed.rewritten = Rewritten(reads, sql, insert)
         return sql, insert
 
     #: every session value `_rewrite` may read, by name: what a cached rewrite depends on
@@ -807,16 +823,12 @@ class SqlSession:
         "known_db": lambda s, a: s.known_db(a),
     }
 
-    def _value(self, kind: str, arg: str) -> tuple[type, Any]:
-        value = self._SOURCES[kind](self, arg)
-        return type(value), value
-
     def _read(self, kind: str, arg: str = "") -> Any:
         """A session value the rewrite uses, noted so a cached rewrite can be checked."""
-        seen = self._value(kind, arg)
+        value = self._SOURCES[kind](self, arg)
         if self._reads is not None:
-            self._reads.append((kind, arg, seen))
-        return seen[1]
+            self._reads.append((kind, arg, _same(value)))
+        return value
 
     def _rewrite(self, node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.SessionParameter):
