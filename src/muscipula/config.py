@@ -40,6 +40,8 @@ class Limits(Strict):
     max_session_time: Seconds = 1800.0
     max_bytes_in: PositiveInt = 64 * 1024 * 1024
     max_buffered_out: PositiveInt = 1024 * 1024
+    #: per connection, each chunk counted with its 13-byte head (and a repeated chunk as
+    #: if stored again, which it is in the file)
     max_transcript_bytes: NonNegInt = 1024 * 1024
     #: of those, bytes the server sent: its answers follow from the persona and the
     #: input, so past the first ones they are not worth their cost under a flood

@@ -41,6 +41,8 @@ FRAME = struct.Struct("<dBI")
 #: flags: the server sent it; it is the same bytes as the last chunk sent that way
 #: (not stored again: floods repeat one request, and a buffer of heads stays small)
 SENT, REPEAT = 1, 2
+#: encoded lines gathered for one write to a file
+WRITE_BYTES = 1 << 20
 
 Pending = tuple[Connection, float, bytes | bytearray]
 
@@ -121,18 +123,34 @@ class DayFiles:
         self._files: dict[tuple[str, str], int] = {}  # (day, service) -> open descriptor
 
     def write(self, items: list[Pending]) -> None:
-        by_file: dict[tuple[str, str], list[str]] = {}
+        """Encode and append, one write per file for up to WRITE_BYTES of lines.
+
+        Lines are written as they add up rather than all at once: a packed transcript
+        of repeats spells out to many times its size, and a frame holds many of them.
+        """
+        by_file: dict[tuple[str, str], tuple[list[bytes], list[int]]] = {}
         for conn, started, packed in items:
             day = time.strftime("%Y-%m-%d", time.gmtime(started))
-            by_file.setdefault((day, conn.service or conn.protocol), []).append(
-                encode(conn, started, packed))
-        for key, lines in by_file.items():
-            try:
-                self._append(key, ("\n".join(lines) + "\n").encode("utf-8"))
-                self.written += len(lines)
-            except OSError as exc:
-                self.dropped += len(lines)
-                log.warning("transcripts not written: %s", exc)
+            key = (day, conn.service or conn.protocol)
+            lines, size = by_file.setdefault(key, ([], [0]))
+            line = encode(conn, started, packed).encode("utf-8") + b"\n"
+            lines.append(line)
+            size[0] += len(line)
+            if size[0] >= WRITE_BYTES:
+                self._lines(key, lines)
+                lines.clear()
+                size[0] = 0
+        for key, (lines, _size) in by_file.items():
+            if lines:
+                self._lines(key, lines)
+
+    def _lines(self, key: tuple[str, str], lines: list[bytes]) -> None:
+        try:
+            self._append(key, b"".join(lines))
+            self.written += len(lines)
+        except OSError as exc:
+            self.dropped += len(lines)
+            log.warning("transcripts not written: %s", exc)
 
     def _append(self, key: tuple[str, str], body: bytes) -> None:
         fd = self._files.get(key)

@@ -65,8 +65,8 @@ class Session:
         self.children: dict[str, Any] | None = None
         #: packed chunks (transcripts.pack); its length is what it charged the budget
         self.transcript: bytearray | None = bytearray() if rt.transcripts else None
-        #: chunk bytes this transcript may still take (frame heads not counted), and of
-        #: those, bytes sent
+        #: bytes this transcript may still take (chunks spelled out, with their heads),
+        #: and chunk bytes sent it may still take
         self.transcript_left = rt.limits.max_transcript_bytes
         self.transcript_out_left = rt.limits.max_transcript_out_bytes
         #: the last chunk kept each way (received, sent)
@@ -89,23 +89,26 @@ class Session:
         self.rt.shared.bus.emit(name, conn or self.conn.id, fields)
 
     def record(self, direction: int, data: bytes, now: float | None = None) -> None:
-        """Keep transcript bytes, up to the configured bounds (frame heads count too).
+        """Keep transcript bytes, up to the configured bounds.
 
         Runs for every read and every answer: the bounds are kept as what is left, so
         that a capped direction costs one comparison. A chunk equal to the last one
-        that way is kept as its head only (transcripts.REPEAT)."""
+        that way is kept as its head only (transcripts.REPEAT), but counts against the
+        connection's own bound as if it were stored: what is written out of it stays
+        within max_transcript_bytes. Every chunk's 13-byte head counts too, so that
+        empty or one-byte chunks (UDP keep-alives) cannot pile up heads unbounded."""
         buf = self.transcript
         if buf is None:
             return
-        room = self.transcript_left
+        room = self.transcript_left - FRAME_SIZE
         if direction and self.transcript_out_left < room:
             room = self.transcript_out_left
         shared = self.rt.shared
         if shared.transcript_room - FRAME_SIZE < room:
             room = shared.transcript_room - FRAME_SIZE
-        if room <= 0:
-            return
         n = len(data)
+        if room < 0 or (room == 0 and n):
+            return
         if n > room:
             data, n = data[:room], room
         offset = (time.time() if now is None else now) - self.started
@@ -120,7 +123,7 @@ class Session:
             # the transcript budget (a read may be 256 KiB)
             last[direction] = data if n <= REPEAT_MAX else None
             shared.transcript_room -= n + FRAME_SIZE
-        self.transcript_left -= n
+        self.transcript_left -= n + FRAME_SIZE
         if direction:
             self.transcript_out_left -= n
 
