@@ -83,12 +83,25 @@ def test_missing_header_gets_400(tmp_path):
     out = make(tmp_path).receive(data, 1000.0)
     assert sent(out)[0].startswith("SIP/2.0 400 Bad Request")
     assert emits(out, "protocol.error")
+    # refused, yet recorded as a request with what it got
+    (cmd,) = emits(out, "sip.command")
+    assert (cmd["method"], cmd["status"], cmd["call_id"]) == ("OPTIONS", 400, "")
+
+
+def test_a_request_without_via_is_recorded_unanswered(tmp_path):
+    data = req("REGISTER").replace(b"Via: SIP/2.0/UDP 10.1.2.3:5060;branch=z9hG4bKx;rport\r\n",
+                                   b"")
+    out = make(tmp_path).receive(data, 1000.0)
+    assert not sent(out)
+    (cmd,) = emits(out, "sip.command")
+    assert (cmd["method"], cmd["status"]) == ("REGISTER", 0)
 
 
 def test_max_message_udp_and_tcp(tmp_path):
     big = req("OPTIONS", extra="X-Pad: " + "a" * 3000)
     out = make(tmp_path, max_message=1024).receive(big, 1000.0)
     assert sent(out)[0].startswith("SIP/2.0 513 Message Too Large")
+    assert [c["status"] for c in emits(out, "sip.command")] == [513]
     tcp = make(tmp_path, peer=TCP, max_message=1024)
     out = tcp.receive(b"OPTIONS sip:x SIP/2.0\r\nX: " + b"a" * 2000, 1000.0)
     assert any(isinstance(a, Close) for a in out)

@@ -159,7 +159,12 @@ class SipSession(BaseMachine):
                 req = parse_head(sample.split(b"\r\n\r\n")[0], self.s.max_headers)
             except SipError:
                 req = None
-        if err.status and req is not None and req.vias() and req.method != "ACK":
+        if req is None:
+            return out
+        answered = err.status and req.vias() and req.method != "ACK"
+        # a request refused is still a request: its row says what it was and what it got
+        out.append(self._command(req, None, err.status if answered else 0))
+        if answered:
             out.append(Send(self._response(req, err.status, err.reason)))
         return out
 
@@ -170,7 +175,8 @@ class SipSession(BaseMachine):
         cs = cseq(req)
         if "via" in missing:
             return [Emit("protocol.error", {"detail": "no Via: no answer possible",
-                                            "data": req.method.encode()[:64]})]
+                                            "data": req.method.encode()[:64]}),
+                    self._command(req, None, 0)]
         if missing or cs is None or cs[1] != req.method:
             detail = f"missing {', '.join(missing)}" if missing else "bad CSeq"
             return self._refuse(SipError(400, "Bad Request", detail), req.method.encode(), req)
