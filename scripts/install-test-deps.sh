@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-APT_PACKAGES=(nmap lftp tftp-hpa atftp mariadb-client curl wrk openssl sqlite3 procps freetds-bin sip-tester sipsak gnutls-bin)
+APT_PACKAGES=(nmap smbclient lftp tftp-hpa atftp mariadb-client curl wrk openssl sqlite3 procps freetds-bin sip-tester sipsak gnutls-bin)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

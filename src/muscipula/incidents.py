@@ -91,6 +91,11 @@ REGISTRY: dict[str, Spec] = {
     "http.exploit": _s("an exploit payload in an HTTP request", "kind", "where", "detail",
                        "urls"),
     # --- mysql
+    # --- smb
+    "smb.command": _s("an SMB request, its dialect and the status it was answered with",
+                      "dialect", "command", "status", "detail"),
+    "smb.unsupported": _s("an SMB command this server does not serve", "dialect", "command",
+                          "size"),
     # --- mssql
     "mssql.fingerprint": _s("a LOGIN7: the client's host, application and library names",
                             "hostname", "appname", "cltintname", "extra"),

@@ -27,6 +27,8 @@ MODULES: dict[str, str] = {
     "http": "muscipula.protocols.http",
     # --- mysql
     "mysql": "muscipula.protocols.mysql",
+    # --- smb
+    "smb": "muscipula.protocols.smb",
     # --- mssql
     "mssql": "muscipula.protocols.mssql",
 }

@@ -1,0 +1,55 @@
+"""SMB: the persona's file server on 445 and 139 (negotiate, NTLM login, tree connect)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from muscipula.config import PositiveInt, ServiceConfig, Strict
+from muscipula.protocols.smb import records as _records  # noqa: F401 - registers writers
+from muscipula.protocols.smb.client import FUZZ_SEEDS
+from muscipula.services import ServiceContext, ServiceSpec
+
+if TYPE_CHECKING:
+    from muscipula.services import MachineFactory
+
+
+class Login(Strict):
+    """Who gets in: anyone, the listed users (NTLM cannot be checked without their password:
+    a listed name is let in), or an address after its first N tries. Anonymous (null
+    session) logins always succeed, as on a default Windows or Samba install."""
+
+    mode: Literal["accept", "list", "refuse_first"] = "accept"
+    users: dict[str, str] = {}
+    refuse_first: int = Field(default=2, ge=0, le=1000)
+
+
+class SmbConfig(ServiceConfig):
+    tcp_ports: list[int] = [445, 139]
+    login: Login = Login()
+    #: extra shares beside IPC$, ADMIN$ and C$: name -> "disk" or "pipe"
+    shares: dict[str, Literal["disk", "pipe"]] = {}
+    #: let TREE_CONNECT to ADMIN$ and C$ succeed (Windows refuses them to non-admins)
+    admin_shares: bool = False
+    #: the largest NetBIOS session message taken (a 2.1 LARGE_MTU write is 1 MiB + headers)
+    max_message: PositiveInt = 1024 * 1024 + 64 * 1024
+    max_sessions: PositiveInt = 16
+    max_trees: PositiveInt = 64
+    #: requests refused as out of order before we hang up
+    max_protocol_errors: PositiveInt = 20
+
+
+def build(ctx: ServiceContext) -> MachineFactory:
+    from muscipula.protocols.smb.service import build as build_service
+
+    return build_service(ctx)
+
+
+def _max_buffer(cfg: SmbConfig) -> int:
+    return cfg.max_message + 4 + 64 * 1024  # a message being framed, and the next chunk
+
+
+SERVICE = ServiceSpec("smb", "smbd", SmbConfig, build,
+                      "SMB1/SMB2 negotiate, NTLM login capture and tree connect",
+                      max_buffer=_max_buffer, fuzz_seeds=FUZZ_SEEDS)

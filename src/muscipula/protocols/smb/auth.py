@@ -1,0 +1,93 @@
+"""SESSION_SETUP's security exchange, the same for SMB1 and SMB2: SPNEGO-wrapped (or raw)
+NTLMSSP NEGOTIATE -> CHALLENGE, AUTHENTICATE -> a login decided by the service's policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from muscipula.machine import Emit
+from muscipula.protocols import ntlm
+from muscipula.protocols.smb import spnego
+from muscipula.protocols.smb import wire as W
+
+if TYPE_CHECKING:
+    from muscipula.protocols.mysql.policy import LoginPolicy
+    from muscipula.protocols.smb.product import Product
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    product: Product
+    policy: LoginPolicy
+    names: ntlm.Names
+    #: NTLM TargetName in the CHALLENGE (the computer's name on a standalone server)
+    target: str
+    target_type: int
+    random: Callable[[int], bytes]
+    server_guid: bytes
+    boot_time: float
+    session_base: int
+    uid_base: int
+    workgroup: str
+    server_name: str
+    #: share name (upper case) -> "disk" or "pipe"
+    shares: dict[str, str]
+    admin_shares: bool
+    max_message: int
+    max_sessions: int
+    max_trees: int
+    max_protocol_errors: int
+
+
+@dataclass(slots=True)
+class Auth:
+    """One session's security exchange."""
+
+    challenge: bytes = b""
+    wrapped: bool = True
+    done: bool = False
+    user: str = ""
+    anonymous: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Step:
+    status: int
+    blob: bytes
+    actions: list[Emit]
+    detail: dict[str, Any]
+
+
+def step(s: Setup, auth: Auth, blob: bytes, remote: str, now: float, dialect: str) -> Step:
+    """One SESSION_SETUP leg: the status and security blob to answer with, and incidents."""
+    token = spnego.ntlm_token(blob)
+    if token is None:
+        return Step(W.LOGON_FAILURE if blob else W.INVALID_PARAMETER, b"", [],
+                    {"error": "no NTLMSSP token"})
+    flags = ntlm.negotiate_flags(token)
+    if flags is not None:
+        auth.wrapped = not blob.startswith(ntlm.SIGNATURE)
+        auth.challenge = s.random(8)  # a fresh one per session, as Windows draws it
+        message = ntlm.challenge_message(s.names, auth.challenge, now,
+                                         ntlm.answer_flags(flags, s.target_type), s.target)
+        out = spnego.neg_token_resp(spnego.ACCEPT_INCOMPLETE, message) if auth.wrapped \
+            else message
+        return Step(W.MORE_PROCESSING_REQUIRED, out, [], {"ntlm": "negotiate"})
+    info = ntlm.parse_authenticate(token, auth.challenge) if auth.challenge else None
+    if info is None:
+        return Step(W.LOGON_FAILURE, b"", [], {"error": "unexpected NTLMSSP message"})
+    user = f"{info['domain']}\\{info['user']}" if info["domain"] else info["user"]
+    anonymous = bool(info.get("anonymous"))
+    ok = anonymous or s.policy.decide(info["user"], remote, None, lambda _: False)
+    auth.done, auth.user, auth.anonymous, auth.info = ok, user, anonymous, info
+    extra = {**info, "dialect": dialect}
+    login = Emit("login", {"username": user, "password": None, "success": ok,
+                           "method": "ntlm", "extra": extra})
+    detail = {k: info.get(k) for k in ("user", "domain", "workstation", "hash") if info.get(k)}
+    if not ok:
+        return Step(W.LOGON_FAILURE, b"", [login], detail)
+    out = spnego.neg_token_resp(spnego.ACCEPT_COMPLETED, mech=False) if auth.wrapped else b""
+    return Step(W.SUCCESS, out, [login], detail)

@@ -1,0 +1,39 @@
+"""How SMB incidents are recorded: smb_commands rows and the connection's JSON `smb` object.
+
+Loaded by the sink process without the rest of the package (sinks/records.py):
+only the standard library, incidents and sinks here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from muscipula.sinks import jsonlog, logsql
+
+logsql.table("""
+CREATE TABLE IF NOT EXISTS smb_commands (
+    smb_command INTEGER PRIMARY KEY, connection INTEGER, smb_command_dialect TEXT,
+    smb_command_name TEXT, smb_command_status TEXT, smb_command_detail TEXT);
+CREATE INDEX IF NOT EXISTS smb_commands_connection_idx ON smb_commands (connection);
+CREATE INDEX IF NOT EXISTS smb_commands_name_idx ON smb_commands (smb_command_name);
+""")
+
+
+@logsql.rows("smb.command", "smb_commands", (
+    "smb_command_dialect", "smb_command_name", "smb_command_status", "smb_command_detail"))
+def _command(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    detail = f.get("detail")
+    return (logsql.text(f.get("dialect")), logsql.text(f.get("command")),
+            logsql.text(f.get("status")), logsql.as_json(detail) if detail else None)
+
+
+def _json_command(f: Mapping[str, Any]) -> dict[str, Any]:
+    item = {"dialect": f.get("dialect"), "command": f.get("command"), "status": f.get("status")}
+    detail = f.get("detail")
+    if isinstance(detail, Mapping) and detail:
+        item["detail"] = dict(detail)
+    return item
+
+
+jsonlog.collect("smb.command", ("smb", "commands"), _json_command)

@@ -1,0 +1,57 @@
+"""Building the SMB service from its config and the persona."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from muscipula.machine import Peer
+from muscipula.protocols import ntlm
+from muscipula.protocols.mysql.policy import LoginPolicy
+from muscipula.protocols.smb import SmbConfig
+from muscipula.protocols.smb.auth import Setup
+from muscipula.protocols.smb.machine import SmbMachine
+from muscipula.protocols.smb.product import make_product
+from muscipula.services import ServiceContext
+
+
+def build(ctx: ServiceContext):
+    cfg: SmbConfig = ctx.config
+    persona = ctx.persona
+    linux = persona.os_family != "windows"
+    product = make_product(persona.product("smb"), linux)
+    netbios = persona.netbios_name
+    if linux:
+        names = ntlm.Names(netbios, persona.workgroup.upper()[:15], persona.fqdn.lower(),
+                           persona.domain.lower(), (6, 1, 0))
+        target, target_type = netbios, ntlm.TARGET_TYPE_SERVER
+    else:
+        version = str(persona.facts.get("os_version", "6.1")).split(".")
+        build_no = int(persona.facts.get("os_build", 0))
+        if persona.domain:
+            domain = persona.domain.upper().split(".")[0][:15]
+            names = ntlm.Names(netbios, domain, persona.fqdn, persona.domain,
+                               (int(version[0]), int(version[1]), build_no))
+            target, target_type = domain, ntlm.TARGET_TYPE_DOMAIN
+        else:
+            # a standalone server names itself in every field
+            names = ntlm.Names(netbios, netbios, persona.hostname, persona.hostname,
+                               (int(version[0]), int(version[1]), build_no))
+            target, target_type = netbios, ntlm.TARGET_TYPE_SERVER
+    policy = LoginPolicy(cfg.login.mode, dict(cfg.login.users), cfg.login.refuse_first)
+    setup = Setup(
+        product=product, policy=policy, names=names, target=target, target_type=target_type,
+        random=os.urandom, server_guid=persona.guid("smb.server").bytes_le,
+        # the host booted its uptime offset before this start
+        boot_time=time.time() - persona.boot_time_offset,
+        session_base=persona.secrets.number("smb.session_base", 0x100, 0xFFF) << 32,
+        uid_base=persona.secrets.number("smb.uid_base", 0, 0x7FF),
+        workgroup=persona.workgroup, server_name=netbios,
+        shares={k.upper(): v for k, v in cfg.shares.items()}, admin_shares=cfg.admin_shares,
+        max_message=cfg.max_message, max_sessions=cfg.max_sessions, max_trees=cfg.max_trees,
+        max_protocol_errors=cfg.max_protocol_errors)
+
+    def factory(peer: Peer) -> SmbMachine:
+        return SmbMachine(setup, peer.remote_host)
+
+    return factory
