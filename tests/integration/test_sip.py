@@ -103,3 +103,35 @@ def test_nmap_names_the_product(honeypot_factory, preset, product):
     assert "honeypot" not in out.lower() and "dionaea" not in out.lower()
     assert hp.stop() == 0
     assert hp.rows("SELECT count(*) FROM sip_commands WHERE sip_command_method='OPTIONS'")[0][0]
+
+
+def test_sip_over_tls_answers_challenges_and_records_the_hello(honeypot_factory):
+    import ssl
+
+    sip = {**SIP, "tls_ports": [5061]}
+    hp = honeypot_factory(only({"sip": sip}, persona={"preset": "debian-12"}))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    def request(method: str, cseq: int) -> bytes:
+        return (f"{method} sip:102@127.0.0.1 SIP/2.0\r\n"
+                "Via: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK" + f"{cseq}x;rport\r\n"
+                "From: <sip:102@127.0.0.1>;tag=t1\r\nTo: <sip:102@127.0.0.1>\r\n"
+                f"Call-ID: tls-1\r\nCSeq: {cseq} {method}\r\nContact: <sip:102@127.0.0.1;"
+                "transport=tls>\r\nContent-Length: 0\r\n\r\n").encode()
+
+    with socket.create_connection(("127.0.0.1", hp.port(5061)), timeout=10) as raw, \
+            ctx.wrap_socket(raw, server_hostname="pbx.example.org") as tls:
+        tls.sendall(request("OPTIONS", 1))
+        options = tls.recv(4096).decode()
+        tls.sendall(request("REGISTER", 2))
+        register = tls.recv(4096).decode()
+    assert options.startswith("SIP/2.0 200 OK") and "Server: Asterisk PBX 20.6.0" in options
+    assert register.startswith("SIP/2.0 401 Unauthorized")
+    assert 'WWW-Authenticate: Digest realm="asterisk"' in register
+    assert hp.stop() == 0
+    methods = hp.rows("SELECT c.connection_transport, s.sip_command_method FROM sip_commands s "
+                      "JOIN connections c USING (connection) ORDER BY s.sip_command")
+    assert methods == [("tls", "OPTIONS"), ("tls", "REGISTER")]
+    assert hp.rows("SELECT tls_hello_sni FROM tls_hellos") == [("pbx.example.org",)]
