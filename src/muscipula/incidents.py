@@ -99,7 +99,8 @@ REGISTRY: dict[str, Spec] = {
     # --- mssql
     "mssql.fingerprint": _s("a LOGIN7: the client's host, application and library names",
                             "hostname", "appname", "cltintname", "extra"),
-    "mssql.command": _s("a SQL batch as sent (status: complete)", "status", "cmd"),
+    "mssql.command": _s("a SQL batch as sent, or an RPC call as the exec it amounts to "
+                        "(status: complete)", "status", "cmd"),
 }
 
 

@@ -39,8 +39,11 @@ class MssqlConfig(ServiceConfig):
     #: the longest statement parsed (longer ones get error 8623, and are recorded whole)
     max_statement_chars: PositiveInt = 64 * 1024
     max_db_bytes: PositiveInt = 16 * 1024 * 1024
-    #: unusable packets in a row (RPC, bulk load) before we hang up
+    #: unusable packets in a row (malformed RPC, bulk load) before we hang up
     max_protocol_errors: PositiveInt = 100
+    #: prepared statements (sp_prepare/sp_prepexec handles) one session keeps; their text
+    #: together is also held to max_message bytes (the oldest give way)
+    max_prepared: PositiveInt = 1000
     #: answer integrated (NTLM) logins with a CHALLENGE naming the host (Windows personas)
     ntlm: bool = True
     #: TLS as SQL Server offers it: "offered" (its self-signed fallback certificate, Force
@@ -102,6 +105,30 @@ def batch(sql: str, headers: bool = True) -> bytes:
     return hdr + sql.encode("utf-16-le")
 
 
+def rpc_param(name: str, type_info: bytes, value: bytes, status: int = 0) -> bytes:
+    """One RPC parameter: name, status flags, TYPE_INFO (type byte first) and value."""
+    return bytes([len(name)]) + _b(name) + bytes([status]) + type_info + value
+
+
+def nvarchar_param(name: str, text: str | None, status: int = 0) -> bytes:
+    raw = b"" if text is None else _b(text)
+    size = struct.pack("<H", 0xFFFF if text is None else len(raw))
+    return rpc_param(name, b"\xe7" + struct.pack("<H", 8000) + T.COLLATION, size + raw, status)
+
+
+def int_param(name: str, n: int | None, status: int = 0) -> bytes:
+    value = b"\x00" if n is None else b"\x04" + struct.pack("<i", n)
+    return rpc_param(name, b"\x26\x04", value, status)
+
+
+def rpc_request(proc: str | int, *params: bytes, headers: bool = True, options: int = 0) -> bytes:
+    """An RPC request of one call, by name or by well-known ProcID (tests and fuzz seeds)."""
+    hdr = struct.pack("<IIHQI", 22, 18, 2, 0, 1) if headers else b""
+    head = (struct.pack("<HH", 0xFFFF, proc) if isinstance(proc, int)
+            else struct.pack("<H", len(proc)) + _b(proc))
+    return hdr + head + struct.pack("<H", options) + b"".join(params)
+
+
 def client_hello() -> bytes:
     """A bare TLS 1.2 ClientHello record (fuzz seeds: the handshake inside PRELOGIN)."""
     exts = (struct.pack(">HHHH", 10, 4, 2, 23)  # supported_groups: P-256
@@ -126,13 +153,24 @@ FUZZ_SEEDS = (
                                    "INSERT INTO t VALUES (1, N'x');SELECT * FROM t"), 64),
     T.packets(T.LOGIN7, login7("", "", sspi=b"NTLMSSP\0\x01\0\0\0" + b"\0" * 24), 4096),
     T.packets(T.PRELOGIN, prelogin(5, 1), 4096) + T.packets(T.PRELOGIN, client_hello(), 4096),
+    T.packets(T.LOGIN7, login7("sa", "pw"), 4096)
+    + T.packets(T.RPC, rpc_request(10, nvarchar_param("", "SELECT @P1 AS a"),
+                                   nvarchar_param("", "@P1 int"), int_param("@P1", 7)), 4096)
+    + T.packets(T.RPC, rpc_request(13, int_param("", None, 1),
+                                   nvarchar_param("", "@a nvarchar(9)"),
+                                   nvarchar_param("", "SELECT @a"), nvarchar_param("", "x'y"))
+                + b"\xff" + rpc_request(12, int_param("", 1), nvarchar_param("", None),
+                                        headers=False), 4096),
+    T.packets(T.LOGIN7, login7("sa", "pw"), 4096)
+    + T.packets(T.RPC, rpc_request("xp_cmdshell",
+                                   nvarchar_param("@command_string", "whoami")), 4096),
 )
 
 
 def _max_buffer(cfg: MssqlConfig) -> int:
     # TDS framing, then TLS: wrapped handshake bytes and OpenSSL's input, and the
-    # ClientHello kept for the record
-    return cfg.max_packet + cfg.max_message + 2 * cfg.max_tls_buffer + 16 * 1024 + 5
+    # ClientHello kept for the record; prepared statements' text (at most a message's worth)
+    return 2 * cfg.max_message + cfg.max_packet + 2 * cfg.max_tls_buffer + 16 * 1024 + 5
 
 
 SERVICE = ServiceSpec("mssql", "mssqld", MssqlConfig, build,

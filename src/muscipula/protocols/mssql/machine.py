@@ -16,6 +16,9 @@ from muscipula.machine import Action, BaseMachine, Close, Emit, Send
 from muscipula.protocols.mssql import login as L
 from muscipula.protocols.mssql import tds as T
 from muscipula.protocols.mssql.ntlm import is_negotiate, parse_authenticate
+from muscipula.protocols.mssql.procs import ProcRunner
+from muscipula.protocols.mssql.rpc import RpcError
+from muscipula.protocols.mssql.rpc import parse as parse_rpc
 from muscipula.protocols.mssql.sql import Setup as SqlSetup
 from muscipula.protocols.mssql.sql import SqlSession
 from muscipula.protocols.mssql.tls import TdsTls, TlsFailure
@@ -39,6 +42,8 @@ class Setup:
     tls: ssl.SSLContext | None = None
     encryption: str = "none"
     max_tls_buffer: int = 64 * 1024
+    #: prepared statements (sp_prepare handles) one session keeps; the oldest give way
+    max_prepared: int = 1000
 
 
 class MssqlMachine(BaseMachine):
@@ -52,6 +57,7 @@ class MssqlMachine(BaseMachine):
         self.tds = 0x74
         self.packet_size = 4096
         self.sql: SqlSession | None = None
+        self.procs: ProcRunner | None = None
         self.pending: L.Login7 | None = None  # an integrated login waiting for its SSPI
         self.errors = 0
         self.challenge = b""
@@ -63,7 +69,8 @@ class MssqlMachine(BaseMachine):
         self.encryption: dict[str, object] = {}  # what was negotiated, for the record
 
     def buffered(self) -> int:
-        return self.framer.held() + (self.tls.held() if self.tls is not None else 0)
+        return (self.framer.held() + (self.tls.held() if self.tls is not None else 0)
+                + (self.procs.held() if self.procs is not None else 0))
 
     def closed(self, now: float) -> list[Action]:
         if self.sql is not None:
@@ -156,6 +163,8 @@ class MssqlMachine(BaseMachine):
             return self._bad(f"packet type {kind:#x} before login", payload)
         if kind == T.SQL_BATCH:
             return self._batch(payload, now)
+        if kind == T.RPC:
+            return self._rpc(payload, now)
         if kind == T.TRANSACTION:
             return [self._reply(self._transaction(payload))]
         if kind == T.ATTENTION:
@@ -316,4 +325,44 @@ class MssqlMachine(BaseMachine):
         fx.offers.clear()
         fx.commands.clear()
         out.append(self._reply(tokens))
+        return out
+
+    # ------------------------------------------------------------ RPC
+
+    def _rpc(self, payload: bytes, now: float) -> list[Action]:
+        """Procedure calls: each recorded as the EXEC it amounts to, then answered."""
+        sql = self.sql
+        assert sql is not None
+        if self.procs is None:
+            self.procs = ProcRunner(sql, self.s.max_prepared, sql.s.max_statement_chars,
+                                    self.s.max_message)
+        try:
+            calls = parse_rpc(self._skip_headers(payload))
+        except RpcError as err:
+            self.errors += 1
+            out: list[Action] = [Emit("protocol.error", {"detail": f"RPC: {err.text}",
+                                                         "data": payload[:512]})]
+            if self.errors >= self.s.max_protocol_errors:
+                return out + self._bad("RPC", payload)
+            tokens = (T.error(err.number, err.state, err.cls, err.text, self.s.product.server,
+                              tds=self.tds)
+                      + T.done(T.DONE_ERROR, 0, 0, self.tds))
+            return [*out, self._reply(tokens)]
+        out = []
+        tokens = bytearray()
+        limit = sql.s.max_batch_statements
+        for n, call in enumerate(calls):
+            out.append(Emit("mssql.command", {"status": "complete",
+                                              "cmd": self.procs.describe(call)}))
+            more = n < len(calls) - 1 and n < limit
+            if n >= limit:  # as a batch's statements past the bound: one error for the rest
+                tokens += self.procs.too_many(more=False)
+                break
+            tokens += self.procs.run(call, now, more)
+        fx = sql.effects
+        for url in fx.offers:
+            out.append(Emit("download.offer", {"url": url, "source": "mssql"}))
+        fx.offers.clear()
+        fx.commands.clear()
+        out.append(self._reply(bytes(tokens)))
         return out

@@ -62,7 +62,8 @@ def build(ctx: ServiceContext):
     if cfg.encryption != "none":
         tls = fallback_context(persona, product, cfg.tls_cert_per_start)
     setup = Setup(product, policy, sql, cfg.max_packet, cfg.max_message,
-                  cfg.max_protocol_errors, ntlm, tls, cfg.encryption, cfg.max_tls_buffer)
+                  cfg.max_protocol_errors, ntlm, tls, cfg.encryption, cfg.max_tls_buffer,
+                  cfg.max_prepared)
     # SQL Server's user sessions take SPIDs from 51 on
     spids = itertools.count(51 + persona.secrets.number("mssql.spid_offset", 0, 40))
 

@@ -196,6 +196,10 @@ class SqlSession:
         self.now = 0.0
         self.effects = Effects()
         self._backend: Session | None = None
+        #: statements answered with an error so far (an RPC's DONEPROC says if it failed)
+        self.failures = 0
+        #: inside a procedure called by RPC: DONEINPROC in place of DONE, none of them final
+        self.inproc = False
 
     # ------------------------------------------------------------ backend
 
@@ -276,9 +280,17 @@ class SqlSession:
 
     # ------------------------------------------------------------ batches
 
-    def batch(self, text: str, now: float) -> bytes:
-        """Every statement of `text` answered; the tokens of the whole reply."""
+    def batch(self, text: str, now: float, inproc: bool = False) -> bytes:
+        """Every statement of `text` answered; the tokens of the whole reply (with `inproc`,
+        the body of a procedure called by RPC: the caller adds its DONEPROC)."""
         self.now = now
+        self.inproc = inproc
+        try:
+            return self._batch(text)
+        finally:
+            self.inproc = False
+
+    def _batch(self, text: str) -> bytes:
         out = bytearray()
         pieces = split_batch(text[:self.s.max_batch_chars])
         for n, stmt in enumerate(pieces):
@@ -296,18 +308,22 @@ class SqlSession:
                                              f"'{_near(stmt)}'."), last)
             if n >= self.s.max_batch_statements:  # one error stands for all the rest
                 break
-        if not pieces:
+        if not pieces and not self.inproc:
             out += T.done(tds=self.tds)
         return bytes(out)
 
     def _failed(self, err: SqlError, last: bool) -> bytes:
+        self.failures += 1
+        more = T.DONE_MORE if self.inproc or not last else 0
         return (T.error(err.number, err.state, err.cls, err.text, self.p.server, err.proc, 1,
                         self.tds)
-                + T.done(T.DONE_ERROR | (0 if last else T.DONE_MORE), 0, 0xC1, self.tds))
+                + T.done(T.DONE_ERROR | more, 0, 0xC1, self.tds,
+                         kind=0xFF if self.inproc else 0xFD))
 
     def _done(self, last: bool, rows: int | None = None, curcmd: int = 0xC1) -> bytes:
-        status = (0 if last else T.DONE_MORE) | (T.DONE_COUNT if rows is not None else 0)
-        return T.done(status, rows or 0, curcmd, self.tds)
+        more = T.DONE_MORE if self.inproc or not last else 0
+        status = more | (T.DONE_COUNT if rows is not None else 0)
+        return T.done(status, rows or 0, curcmd, self.tds, kind=0xFF if self.inproc else 0xFD)
 
     def statement(self, stmt: str, last: bool) -> bytes:
         low = " ".join(stmt.lower().split())
@@ -363,6 +379,11 @@ class SqlSession:
                                  T.Column("DATABASE_SIZE", T.INTN, 4),
                                  T.Column("REMARKS", T.NVARCHAR, 508)],
                                 [(d, 5120, None) for d in DATABASES], last, proc=True)
+        if name == "sp_server_info":
+            return self._result([T.Column("attribute_id", T.INTN, 4),
+                                 T.Column("attribute_name", T.NVARCHAR, 120),
+                                 T.Column("attribute_value", T.NVARCHAR, 510)],
+                                self._server_info(args), last, proc=True)
         if name in ("sp_who", "sp_who2", "sp_addlogin", "sp_addsrvrolemember", "sp_password",
                     "sp_oacreate", "sp_oamethod", "sp_oadestroy", "sp_executesql",
                     "sp_dropextendedproc", "sp_addextendedproc", "xp_regread", "xp_dirtree",
@@ -371,8 +392,37 @@ class SqlSession:
             return self._proc_done(last)
         raise SqlError(2812, 62, 16, f"Could not find stored procedure '{m.group(1)}'.")
 
+    def _server_info(self, args: list[str]) -> list[tuple[object, ...]]:
+        """sp_server_info's attribute rows (ODBC catalogue facts), or the one asked for."""
+        p = self.p
+        rows: list[tuple[object, ...]] = [
+            (1, "DBMS_NAME", "Microsoft SQL Server"),
+            (2, "DBMS_VER", f"{p.name} - {p.full_version}"),
+            (10, "OWNER_TERM", "owner"), (11, "TABLE_TERM", "table"),
+            (12, "MAX_OWNER_NAME_LENGTH", "128"), (13, "TABLE_LENGTH", "128"),
+            (14, "MAX_QUAL_LENGTH", "128"), (15, "COLUMN_LENGTH", "128"),
+            (16, "IDENTIFIER_CASE", "MIXED"), (17, "TX_ISOLATION", "2"),
+            (18, "COLLATION_SEQ", "charset=iso_1 sort_order=nocase_iso charset_num=1 "
+                                  "sort_order_num=52"),
+            (19, "SAVEPOINT_SUPPORT", "Y"), (20, "MULTI_RESULT_SETS", "Y"),
+            (22, "ACCESSIBLE_TABLES", "Y"), (100, "USERID_LENGTH", "128"),
+            (101, "QUALIFIER_TERM", "database"), (102, "NAMED_TRANSACTIONS", "Y"),
+            (103, "SPROC_AS_LANGUAGE", "Y"), (104, "ACCESSIBLE_SPROC", "Y"),
+            (105, "MAX_INDEX_COLS", "16"), (106, "RENAME_TABLE", "Y"),
+            (107, "RENAME_COLUMN", "Y"), (108, "DROP_COLUMN", "Y"),
+            (109, "INCREASE_COLUMN_LENGTH", "Y"), (110, "DDL_IN_TRANSACTION", "Y"),
+            (111, "DESCENDING_INDEXES", "Y"), (112, "SP_RENAME", "Y"),
+            (113, "REMOTE_SPROC", "Y"),
+            (500, "SYS_SPROC_VERSION", ".".join(str(n) for n in p.version)),
+        ]
+        if args and args[0].strip().lstrip("-").isdigit():
+            rows = [r for r in rows if r[0] == int(args[0])]
+        return rows
+
     def _proc_done(self, last: bool, rows: int | None = None) -> bytes:
         status = T.DONE_COUNT if rows is not None else 0
+        if self.inproc:  # a procedure inside one called by RPC: no status of its own
+            return T.done(status | T.DONE_MORE, rows or 0, 0xE0, self.tds, kind=0xFF)
         return (T.return_status(0)
                 + T.done(status | (0 if last else T.DONE_MORE), rows or 0, 0xE0, self.tds,
                          kind=0xFE))
