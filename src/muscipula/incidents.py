@@ -96,6 +96,10 @@ REGISTRY: dict[str, Spec] = {
                       "dialect", "command", "status", "detail"),
     "smb.unsupported": _s("an SMB command this server does not serve", "dialect", "command",
                           "size"),
+    "smb.dcerpc.bind": _s("a DCE/RPC presentation context offered in a bind or alter_context",
+                          "uuid", "transfersyntax", "version", "context"),
+    "smb.dcerpc.request": _s("a DCE/RPC request (all its fragments) on a named pipe", "uuid",
+                             "opnum", "interface", "operation", "size", "pipe"),
     # --- mssql
     "mssql.fingerprint": _s("a LOGIN7: the client's host, application and library names",
                             "hostname", "appname", "cltintname", "extra"),

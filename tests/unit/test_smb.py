@@ -164,8 +164,10 @@ def test_smb2_tree_connect_statuses(tmp_path):
     assert ipc[64 + 2] == 2  # pipe share
     tid = struct.unpack_from("<I", ipc, 36)[0]
     acts = m.receive(K.nbss(K.smb2(0x0B, bytes(56), sid=sid, tid=tid)), NOW)  # IOCTL
+    assert status2(messages(acts)[0]) == W.FILE_CLOSED  # on a handle never opened
+    acts = m.receive(K.nbss(K.smb2(0x12, bytes(24), sid=sid, tid=tid)), NOW)  # OPLOCK_BREAK
     assert status2(messages(acts)[0]) == W.NOT_SUPPORTED
-    assert emits(acts, "smb.unsupported")[0]["command"] == "IOCTL"
+    assert emits(acts, "smb.unsupported")[0]["command"] == "OPLOCK_BREAK"
     acts = m.receive(K.nbss(K.smb2(4, struct.pack("<HH", 4, 0), sid=sid, tid=tid)), NOW)
     assert status2(messages(acts)[0]) == W.SUCCESS
     acts = m.receive(K.nbss(K.smb2(2, struct.pack("<HH", 4, 0), sid=sid)), NOW)  # LOGOFF

@@ -38,6 +38,20 @@ class SmbConfig(ServiceConfig):
     max_trees: PositiveInt = 64
     #: requests refused as out of order before we hang up
     max_protocol_errors: PositiveInt = 20
+    #: what NetShareEnum says about the extra shares
+    share_comments: dict[str, str] = {}
+    #: files and pipes open at once on one connection
+    max_open_files: PositiveInt = 64
+    #: a DCE/RPC request's stub, all fragments together
+    max_rpc_request: PositiveInt = 256 * 1024
+    #: RPC answers a pipe holds until the client reads them
+    max_pipe_output: PositiveInt = 64 * 1024
+    #: the largest file a write may make (beyond: STATUS_DISK_FULL)
+    max_file_size: PositiveInt = 64 * 1024 * 1024
+    #: out-of-order write bytes held (per connection) until the gap before them is written
+    max_write_pending: PositiveInt = 4 * 1024 * 1024
+    #: files and directories one connection may create
+    max_names: PositiveInt = 256
 
 
 def build(ctx: ServiceContext) -> MachineFactory:
@@ -47,9 +61,12 @@ def build(ctx: ServiceContext) -> MachineFactory:
 
 
 def _max_buffer(cfg: SmbConfig) -> int:
-    return cfg.max_message + 4 + 64 * 1024  # a message being framed, and the next chunk
+    # a message being framed and the next chunk; each open pipe's PDU, request and answers;
+    # the out-of-order writes
+    pipe = 64 * 1024 + cfg.max_rpc_request + cfg.max_pipe_output
+    return cfg.max_message + 4 + 64 * 1024 + cfg.max_open_files * pipe + cfg.max_write_pending
 
 
 SERVICE = ServiceSpec("smb", "smbd", SmbConfig, build,
-                      "SMB1/SMB2 negotiate, NTLM login capture and tree connect",
+                      "SMB1/SMB2: NTLM login capture, IPC$ pipes with DCE/RPC, captured writes",
                       max_buffer=_max_buffer, fuzz_seeds=FUZZ_SEEDS)

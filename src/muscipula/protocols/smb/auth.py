@@ -39,6 +39,16 @@ class Setup:
     max_sessions: int
     max_trees: int
     max_protocol_errors: int
+    #: RPC interfaces behind the IPC$ pipes, by uuid (interfaces.interfaces)
+    interfaces: dict[str, Any] = field(default_factory=dict)
+    #: where this install numbers its file ids
+    file_base: int = 0
+    max_open_files: int = 64
+    max_rpc_request: int = 256 * 1024
+    max_pipe_output: int = 64 * 1024
+    max_file_size: int = 64 * 1024 * 1024
+    max_write_pending: int = 4 * 1024 * 1024
+    max_names: int = 256
 
 
 @dataclass(slots=True)
@@ -50,6 +60,8 @@ class Auth:
     done: bool = False
     user: str = ""
     anonymous: bool = False
+    #: a user name without a password (no NT response): taken as the guest account
+    guest: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,8 +93,12 @@ def step(s: Setup, auth: Auth, blob: bytes, remote: str, now: float, dialect: st
         return Step(W.LOGON_FAILURE, b"", [], {"error": "unexpected NTLMSSP message"})
     user = f"{info['domain']}\\{info['user']}" if info["domain"] else info["user"]
     anonymous = bool(info.get("anonymous"))
-    ok = anonymous or s.policy.decide(info["user"], remote, None, lambda _: False)
+    # a name without any response (smbclient -N sends its user name so): the guest account,
+    # as Samba's "map to guest = bad user" and a Windows host with guest enabled take it
+    guest = not anonymous and "hash" not in info
+    ok = anonymous or guest or s.policy.decide(info["user"], remote, None, lambda _: False)
     auth.done, auth.user, auth.anonymous, auth.info = ok, user, anonymous, info
+    auth.guest = guest
     extra = {**info, "dialect": dialect}
     login = Emit("login", {"username": user, "password": None, "success": ok,
                            "method": "ntlm", "extra": extra})

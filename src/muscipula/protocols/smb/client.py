@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import struct
 
-from muscipula.protocols.smb import spnego
+from muscipula.protocols.smb import dcerpc, interfaces, spnego
 from muscipula.protocols.smb import wire as W
+from muscipula.protocols.smb.ndr import Writer
 
 
 def nbss(message: bytes, kind: int = 0) -> bytes:
@@ -96,6 +97,89 @@ def smb1_tree_connect(path: str, *, uid: int) -> bytes:
     return smb1(0x75, words, data, uid=uid)
 
 
+def smb2_create(name: str, *, sid: int = 0, tid: int = 0, mid: int = 4, disposition: int = 1,
+                options: int = 0, access: int = 0x0012019F) -> bytes:
+    raw = name.encode("utf-16-le")
+    body = struct.pack("<HBBIQQIIIIIHHII", 57, 0, 0, 2, 0, 0, access, 0x80, 7, disposition,
+                       options, 64 + 56, len(raw), 0, 0) + (raw or b"\0")
+    return smb2(5, body, mid=mid, sid=sid, tid=tid)
+
+
+def smb2_file(command: int, fid: int, fields: bytes, *, sid: int, tid: int, mid: int) -> bytes:
+    return smb2(command, fields, mid=mid, sid=sid, tid=tid)
+
+
+def fid16(fid: int) -> bytes:
+    return struct.pack("<QQ", fid, fid)
+
+
+def smb2_close(fid: int, *, sid: int = 0, tid: int = 0, mid: int = 5, flags: int = 1) -> bytes:
+    return smb2(6, struct.pack("<HHI", 24, flags, 0) + fid16(fid), mid=mid, sid=sid, tid=tid)
+
+
+def smb2_write(fid: int, data: bytes, offset: int = 0, *, sid: int = 0, tid: int = 0,
+               mid: int = 6) -> bytes:
+    body = struct.pack("<HHIQ16sIIHHI", 49, 64 + 48, len(data), offset, fid16(fid), 0, 0, 0,
+                       0, 0) + data
+    return smb2(9, body, mid=mid, sid=sid, tid=tid)
+
+
+def smb2_read(fid: int, length: int, offset: int = 0, *, sid: int = 0, tid: int = 0,
+              mid: int = 7) -> bytes:
+    body = struct.pack("<HBBIQ16sIIIHH", 49, 0, 0, length, offset, fid16(fid), 0, 0, 0, 0,
+                       0) + b"\0"
+    return smb2(8, body, mid=mid, sid=sid, tid=tid)
+
+
+def smb2_ioctl(fid: int, ctl: int, data: bytes, max_out: int = 4280, *, sid: int = 0,
+               tid: int = 0, mid: int = 8) -> bytes:
+    body = struct.pack("<HHI16sIIIIIIII", 57, 0, ctl, fid16(fid), 64 + 56, len(data), 0,
+                       0, 0, max_out, 1, 0) + data
+    return smb2(11, body, mid=mid, sid=sid, tid=tid)
+
+
+def rpc_bind(uuid: str, version: tuple[int, int], syntaxes: tuple[tuple[str, int], ...] = (
+        (dcerpc.NDR, 2),), *, call_id: int = 1, ctx: int = 0, more: bytes = b"",
+        count: int = 1, ptype: int = dcerpc.BIND) -> bytes:
+    item = struct.pack("<HBB", ctx, len(syntaxes), 0) + dcerpc.uuid_raw(uuid) + \
+        struct.pack("<HH", *version)
+    item += b"".join(dcerpc.uuid_raw(s) + struct.pack("<I", v) for s, v in syntaxes)
+    body = struct.pack("<HHIBBH", 4280, 4280, 0, count, 0, 0) + item + more
+    return dcerpc.header(ptype, 3, call_id, len(body)) + body
+
+
+def rpc_request(opnum: int, stub: bytes, *, ctx: int = 0, call_id: int = 2,
+                flags: int = 3) -> bytes:
+    body = struct.pack("<IHH", len(stub), ctx, opnum) + stub
+    return dcerpc.header(dcerpc.REQUEST, flags, call_id, len(body)) + body
+
+
+def share_enum_stub(level: int = 1, server: str = "\\\\127.0.0.2") -> bytes:
+    """NetrShareEnum as rpcclient and nmap send it: a resume handle, no buffer."""
+    w = Writer()
+    w.ref()
+    w.string(server)
+    w.u32(level)
+    w.u32(level)
+    w.ref()
+    w.u32(0)
+    w.u32(0)
+    w.u32(0xFFFFFFFF)
+    w.ref()
+    w.u32(0)
+    return w.bytes()
+
+
+def server_info_stub(level: int = 101, server: str = "127.0.0.2") -> bytes:
+    w = Writer()
+    w.ref()
+    w.string(server)
+    w.u32(level)
+    return w.bytes()
+
+
+SRVSVC = interfaces.SRVSVC
+
 NT_V2 = bytes(range(16)) + b"\x01\x01\0\0" + bytes(4) + bytes(8) + bytes(range(8)) + bytes(8)
 
 FUZZ_SEEDS = (
@@ -109,6 +193,13 @@ FUZZ_SEEDS = (
     + nbss(smb1_session_setup(spnego_resp(ntlm_authenticate("", "", "", b"", b"\0")),
                               uid=0x800))
     + nbss(smb1_tree_connect("\\\\SRV\\IPC$", uid=0x800)),
+    nbss(smb2_negotiate()) + nbss(smb2_session_setup(spnego_init(ntlm_negotiate())))
+    + nbss(smb2_session_setup(spnego_resp(ntlm_authenticate("", "", "", b"", b"\0")), mid=2))
+    + nbss(smb2_tree_connect("\\\\srv\\IPC$")) + nbss(smb2_create("srvsvc"))
+    + nbss(smb2_write(0, rpc_bind(SRVSVC, (3, 0)))) + nbss(smb2_read(0, 4280))
+    + nbss(smb2_ioctl(0, 0x0011C017, rpc_request(15, share_enum_stub())))
+    + nbss(smb2_tree_connect("\\\\srv\\C$")) + nbss(smb2_create("a.exe", disposition=5))
+    + nbss(smb2_write(0, b"MZ" * 64, 4)) + nbss(smb2_write(0, b"MZ\x90\0")) + nbss(smb2_close(0)),
     nbss(smb2_negotiate((0x0202, 0x0210, 0x0300, 0x0302, 0x0311),
                         struct.pack("<HHI", 1, 38, 0) + struct.pack("<HHH", 1, 32, 1)
                         + bytes(32), 1)),

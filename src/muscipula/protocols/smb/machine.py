@@ -10,6 +10,7 @@ from __future__ import annotations
 from muscipula.machine import Action, BaseMachine, Close, Emit, Send
 from muscipula.protocols.smb import wire as W
 from muscipula.protocols.smb.auth import Setup
+from muscipula.protocols.smb.files import Files
 from muscipula.protocols.smb.smb1 import Smb1
 from muscipula.protocols.smb.smb2 import Smb2
 
@@ -23,6 +24,7 @@ class SmbMachine(BaseMachine):
         self.s = setup
         self.remote_host = remote_host
         self.buf = bytearray()
+        self.files = Files(setup, remote_host)
         self.smb1 = Smb1(self)
         self.smb2 = Smb2(self)
         self.errors = 0
@@ -30,7 +32,10 @@ class SmbMachine(BaseMachine):
         self.done = False
 
     def buffered(self) -> int:
-        return len(self.buf)
+        return len(self.buf) + self.files.buffered()
+
+    def closed(self, now: float) -> list[Action]:
+        return self.files.close_all()
 
     def share_status(self, share: str) -> tuple[int, str]:
         """(status, kind) of a TREE_CONNECT to `share`, per the configured shares."""

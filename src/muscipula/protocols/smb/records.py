@@ -1,4 +1,5 @@
-"""How SMB incidents are recorded: smb_commands rows and the connection's JSON `smb` object.
+"""How SMB incidents are recorded: smb_commands, dcerpcbinds and dcerpcrequests rows, and the
+connection's JSON `smb` and `dcerpc` objects.
 
 Loaded by the sink process without the rest of the package (sinks/records.py):
 only the standard library, incidents and sinks here.
@@ -37,3 +38,28 @@ def _json_command(f: Mapping[str, Any]) -> dict[str, Any]:
 
 
 jsonlog.collect("smb.command", ("smb", "commands"), _json_command)
+
+
+@logsql.rows("smb.dcerpc.bind", "dcerpcbinds", ("dcerpcbind_uuid", "dcerpcbind_transfersyntax"))
+def _bind(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (logsql.text(f.get("uuid")), logsql.text(f.get("transfersyntax")))
+
+
+@logsql.rows("smb.dcerpc.request", "dcerpcrequests", ("dcerpcrequest_uuid",
+                                                      "dcerpcrequest_opnum"))
+def _request(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    opnum = f.get("opnum")
+    return (logsql.text(f.get("uuid")), opnum if isinstance(opnum, int) else None)
+
+
+def _json_bind(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {"uuid": f.get("uuid"), "transfersyntax": f.get("transfersyntax")}
+
+
+def _json_request(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {"uuid": f.get("uuid"), "opnum": f.get("opnum"), "interface": f.get("interface"),
+            "operation": f.get("operation")}
+
+
+jsonlog.collect("smb.dcerpc.bind", ("dcerpc", "binds"), _json_bind)
+jsonlog.collect("smb.dcerpc.request", ("dcerpc", "requests"), _json_request)

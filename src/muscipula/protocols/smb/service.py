@@ -9,6 +9,7 @@ from muscipula.machine import Peer
 from muscipula.protocols import ntlm
 from muscipula.protocols.mysql.policy import LoginPolicy
 from muscipula.protocols.smb import SmbConfig
+from muscipula.protocols.smb import interfaces as I
 from muscipula.protocols.smb.auth import Setup
 from muscipula.protocols.smb.machine import SmbMachine
 from muscipula.protocols.smb.product import make_product
@@ -38,6 +39,7 @@ def build(ctx: ServiceContext):
             names = ntlm.Names(netbios, netbios, persona.hostname, persona.hostname,
                                (int(version[0]), int(version[1]), build_no))
             target, target_type = netbios, ntlm.TARGET_TYPE_SERVER
+    host = _host(cfg, persona, linux, netbios, names)
     policy = LoginPolicy(cfg.login.mode, dict(cfg.login.users), cfg.login.refuse_first)
     setup = Setup(
         product=product, policy=policy, names=names, target=target, target_type=target_type,
@@ -49,9 +51,32 @@ def build(ctx: ServiceContext):
         workgroup=persona.workgroup, server_name=netbios,
         shares={k.upper(): v for k, v in cfg.shares.items()}, admin_shares=cfg.admin_shares,
         max_message=cfg.max_message, max_sessions=cfg.max_sessions, max_trees=cfg.max_trees,
-        max_protocol_errors=cfg.max_protocol_errors)
+        max_protocol_errors=cfg.max_protocol_errors, interfaces=I.interfaces(host),
+        file_base=persona.secrets.number("smb.file_base", 0x10, 0xFFF) << 12,
+        max_open_files=cfg.max_open_files, max_rpc_request=cfg.max_rpc_request,
+        max_pipe_output=cfg.max_pipe_output, max_file_size=cfg.max_file_size,
+        max_write_pending=cfg.max_write_pending, max_names=cfg.max_names)
 
     def factory(peer: Peer) -> SmbMachine:
         return SmbMachine(setup, peer.remote_host)
 
     return factory
+
+
+def _host(cfg: SmbConfig, persona, linux: bool, netbios: str, names: ntlm.Names) -> I.Host:
+    """What srvsvc and wkssvc say: Windows' three default shares (Samba has IPC$ only) and
+    the configured ones."""
+    special = I.STYPE_SPECIAL
+    extra = tuple(I.Share(name, I.STYPE_IPC if kind == "pipe" else I.STYPE_DISKTREE,
+                          cfg.share_comments.get(name, "")) for name, kind in cfg.shares.items())
+    admin = (I.Share("ADMIN$", special, "Remote Admin"), I.Share("C$", special, "Default share"))
+    if linux:
+        comment = f"{persona.hostname.lower()} server (Samba, Ubuntu)"
+        ipc = I.Share("IPC$", special | I.STYPE_IPC, f"IPC Service ({comment})")
+        return I.Host(netbios, persona.workgroup.upper()[:15], (6, 1), 0x809A03, comment,
+                      (*extra, *(admin if cfg.admin_shares else ()), ipc))
+    ipc = I.Share("IPC$", special | I.STYPE_IPC, "Remote IPC")
+    group = persona.domain.upper().split(".")[0][:15] if persona.domain else \
+        persona.workgroup.upper()[:15]
+    return I.Host(netbios, group, names.os_version[:2], 0x9003, "",
+                  (*admin, ipc, *extra))

@@ -11,6 +11,7 @@ from muscipula.machine import Action, Emit
 from muscipula.protocols.smb import auth as A
 from muscipula.protocols.smb import smb2, spnego
 from muscipula.protocols.smb import wire as W
+from muscipula.protocols.smb.smb1_files import FILE_COMMANDS, FileOps1
 
 if TYPE_CHECKING:
     from muscipula.protocols.smb.machine import SmbMachine
@@ -68,6 +69,7 @@ class Smb1:
         self.trees: dict[int, str] = {}
         self.next_uid = 0
         self.next_tid = 0
+        self.fileops = FileOps1(self)
 
     def record(self, out: list[Action], command: int, status: int,
                detail: dict[str, Any] | None = None) -> None:
@@ -102,6 +104,7 @@ class Smb1:
             return [W.smb1_error(req, W.SMB_BAD_UID)], out
         if req.command == LOGOFF:
             del self.sessions[req.uid]
+            out.extend(self.m.files.close_where(req.uid))
             self.record(out, req.command, W.SUCCESS)
             words = struct.pack("<BBH", 0xFF, 0, 0)
             return [W.smb1_header(req, W.SUCCESS) + W.smb1_body(words, b"")], out
@@ -112,14 +115,13 @@ class Smb1:
             return [W.smb1_error(req, W.SMB_BAD_TID)], out
         if req.command == TREE_DISCONNECT:
             share = self.trees.pop(req.tid)
+            out.extend(self.m.files.close_where(req.uid, req.tid))
             self.record(out, req.command, W.SUCCESS, {"share": share})
             return [W.smb1_header(req, W.SUCCESS) + b"\0\0\0"], out
-        if req.command == NT_CREATE:
-            words, data, base = _words(raw)
-            name = _text(data, 0, bool(req.flags2 & FLAGS2_UNICODE), base)[0] if data else ""
-            self.record(out, req.command, W.OBJECT_NAME_NOT_FOUND,
-                        {"share": self.trees[req.tid], "name": name[:1024]})
-            return [W.smb1_error(req, W.OBJECT_NAME_NOT_FOUND)], out
+        if req.command in FILE_COMMANDS:
+            reply = self.fileops.handle(req, raw, now, out)
+            if reply is not None:
+                return [reply], out
         words, _data, _ = _words(raw)
         status = W.NOT_IMPLEMENTED
         if req.command == TRANSACTION and len(words) >= 28 and words[26] > 0:

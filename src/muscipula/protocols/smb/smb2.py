@@ -11,6 +11,7 @@ from muscipula.protocols.smb import auth as A
 from muscipula.protocols.smb import spnego
 from muscipula.protocols.smb import wire as W
 from muscipula.protocols.smb.product import DIALECT_NAMES
+from muscipula.protocols.smb.smb2_files import FILE_COMMANDS, FileOps
 
 if TYPE_CHECKING:
     from muscipula.protocols.smb.machine import SmbMachine
@@ -55,7 +56,9 @@ def negotiate_body(m: SmbMachine, dialect: int, now: float,
     """NEGOTIATE response body (after the header)."""
     s, p = m.s, m.s.product
     buf = spnego.neg_token_init(p.mechs)
-    transact, read, write = p.sizes(dialect if dialect != 0x02FF else 0x0210)
+    room = W.message_room(s.max_message)
+    transact, read, write = (min(n, room) for n in
+                             p.sizes(dialect if dialect != 0x02FF else 0x0210))
     start = W.filetime(s.boot_time) if p.start_time else 0
     sec_off = W.SMB2_HEADER + 64
     ctx_blob = b""
@@ -98,6 +101,7 @@ class Smb2:
         self.trees: dict[int, str] = {}
         self.next_session = 0
         self.next_tree = 1
+        self.fileops = FileOps(self)
 
     def credits(self, req: W.Smb2Header) -> int:
         if req.command == NEGOTIATE:
@@ -109,12 +113,23 @@ class Smb2:
         replies: list[bytes] = []
         out: list[Action] = []
         pos = 0
+        prev: W.Smb2Header | None = None
+        self.fileops.related = None
         for _ in range(32):
             req = W.parse_smb2(raw[pos:])
             if req is None:
                 out.append(Emit("protocol.error", {"detail": "short SMB2 header",
                                                    "data": raw[pos:pos + 512]}))
                 break
+            if req.flags & W.FLAG_RELATED and prev is not None:
+                # a related request works on its predecessor's session, tree and file
+                if req.session_id == 0xFFFFFFFFFFFFFFFF:
+                    req.session_id = prev.session_id
+                if req.tree_id == 0xFFFFFFFF:
+                    req.tree_id = prev.tree_id
+            else:
+                self.fileops.related = None
+            prev = req
             end = pos + req.next_command if req.next_command else len(raw)
             if end <= pos or end > len(raw):
                 end = len(raw)
@@ -140,7 +155,7 @@ class Smb2:
             return self.negotiate(req, raw, body, now, out)
         if req.command == CANCEL:
             self.record(out, req, W.SUCCESS)
-            return None  # answered by the cancelled request, never itself
+            return self.fileops.cancel(req, out)  # answered by the cancelled request
         if req.command == ECHO:
             self.record(out, req, W.SUCCESS)
             return W.smb2_header(req, W.SUCCESS, credits) + struct.pack("<HH", 4, 0)
@@ -156,6 +171,7 @@ class Smb2:
             return W.smb2_error(req, W.USER_SESSION_DELETED, credits)
         if req.command == LOGOFF:
             del self.sessions[req.session_id]
+            out.extend(self.m.files.close_where(req.session_id))
             self.record(out, req, W.SUCCESS)
             return W.smb2_header(req, W.SUCCESS, credits) + struct.pack("<HH", 4, 0)
         if req.command == TREE_CONNECT:
@@ -165,17 +181,11 @@ class Smb2:
             return W.smb2_error(req, W.NETWORK_NAME_DELETED, credits)
         if req.command == TREE_DISCONNECT:
             share = self.trees.pop(req.tree_id)
+            out.extend(self.m.files.close_where(req.session_id, req.tree_id))
             self.record(out, req, W.SUCCESS, {"share": share})
             return W.smb2_header(req, W.SUCCESS, credits) + struct.pack("<HH", 4, 0)
-        if req.command == CREATE:
-            name = ""
-            if len(body) >= 48:
-                off, length = struct.unpack_from("<HH", body, 44)
-                name = raw[off:off + min(length, 2048)].decode("utf-16-le", "replace")
-            # no pipe or file is served in this slice: as a server without that endpoint
-            self.record(out, req, W.OBJECT_NAME_NOT_FOUND,
-                         {"share": self.trees[req.tree_id], "name": name})
-            return W.smb2_error(req, W.OBJECT_NAME_NOT_FOUND, credits)
+        if req.command in FILE_COMMANDS:
+            return self.fileops.handle(req, raw, now, out)
         status = W.FILE_CLOSED if req.command in (6, 7, 8, 9, 10, 14, 15, 16, 17) \
             else W.NOT_SUPPORTED
         self.record(out, req, status)
@@ -232,7 +242,9 @@ class Smb2:
         if result.status not in (W.SUCCESS, W.MORE_PROCESSING_REQUIRED):
             self.sessions.pop(sid, None)
             return W.smb2_error(req, result.status, credits, session_id=sid)
-        flags = IS_NULL if auth.anonymous and result.status == W.SUCCESS else 0
+        flags = 0
+        if result.status == W.SUCCESS:
+            flags = IS_NULL if auth.anonymous else IS_GUEST if auth.guest else 0
         head = W.smb2_header(req, result.status, credits, session_id=sid)
         return head + struct.pack("<HHHH", 9, flags, W.SMB2_HEADER + 8,
                                   len(result.blob)) + result.blob
