@@ -240,3 +240,12 @@ def test_binding_touches_only_the_declared_names_in_code():
     assert bind(stmt, {"@a": "N'o''k'", "@table": "2"}, 1000) == (
         "SELECT N'o''k', @@VERSION, '@a', @ab, 2 /* @a */ FROM t WHERE x = N'o''k' -- @a")
     assert R.bound_literal("a\x00b") == "CAST(0x610062 AS NVARCHAR)"
+
+
+def test_datetimeoffset_at_the_ends_of_time_is_answered(tmp_path):
+    factory, _ = make(tmp_path)
+    m, _ = logged_in(factory)
+    last = b"\x0a" + (86399 * 10**7).to_bytes(5, "little") + (3652058).to_bytes(3, "little") \
+        + struct.pack("<h", 840)  # 9999-12-31 23:59:59 UTC, +14:00: past year 9999 locally
+    acts = send(m, T.RPC, rpc("sp_who", rpc_param("@d", b"\x2b\x07", last)))
+    assert text(acts)

@@ -259,3 +259,34 @@ def test_no_reference_giveaways_on_the_wire(tmp_path):
     raw = b"".join(a.data for a in acts if isinstance(a, Send)).lower()
     for word in (b"dionaea", b"muscipula", b"honeypot", b"python"):
         assert word not in raw and word.decode().encode("utf-16-le") not in raw
+
+
+def test_short_dialect_lists_and_odd_contexts_are_answered_not_raised(tmp_path):
+    import struct
+
+    from muscipula.protocols.smb import client as K
+    from muscipula.protocols.smb import wire as W
+
+    m, _ = make(tmp_path)
+    req = K.smb2_negotiate((0x0202, 0x0210))[:-1]  # DialectCount 2, three bytes of dialects
+    msgs = messages(m.receive(K.nbss(req), NOW))
+    assert msgs and status2(msgs[0]) != W.SUCCESS
+    m, _ = make(tmp_path, "debian-12")
+    ctx = (struct.pack("<HHI", 1, 38, 0) + struct.pack("<HHH", 1, 32, 1) + bytes(32) + bytes(2)
+           + struct.pack("<HHI", 2, 5, 0) + struct.pack("<HHH", 2, 1, 2)[:5])  # 5-byte data
+    assert messages(m.receive(K.nbss(K.smb2_negotiate((0x0202, 0x0311), ctx, 2)), NOW))
+
+
+def test_a_short_nt_response_is_no_guest_pass(tmp_path):
+    from muscipula.protocols.smb import client as K
+    from muscipula.protocols.smb import wire as W
+
+    for nt, want in ((bytes(7), W.LOGON_FAILURE), (b"", W.SUCCESS)):  # only no response is
+        m, _ = make(tmp_path, login={"mode": "list", "users": {"bob": "x"}})
+        m.receive(K.nbss(K.smb2_negotiate()), NOW)
+        leg = messages(m.receive(K.nbss(K.smb2_session_setup(
+            K.spnego_init(K.ntlm_negotiate()))), NOW))[-1]
+        sid = struct.unpack_from("<Q", leg, 40)[0]
+        auth = K.ntlm_authenticate("mallory", "CORP", "WS01", nt, b"")
+        acts = m.receive(K.nbss(K.smb2_session_setup(K.spnego_resp(auth), mid=2, sid=sid)), NOW)
+        assert status2(messages(acts)[-1]) == want, nt

@@ -90,7 +90,8 @@ def parse_authenticate(data: bytes, challenge: bytes = b"") -> dict[str, Any] | 
     codec = "utf-16-le" if flags & UNICODE else "latin-1"
     domain, user, host = (_field(data, at).decode(codec, "replace") for at in (28, 36, 44))
     out: dict[str, Any] = {"domain": domain, "user": user, "workstation": host,
-                           "anonymous": not user and len(nt) == 0 and len(lm) <= 1}
+                           "anonymous": not user and len(nt) == 0 and len(lm) <= 1,
+                           "nt_size": len(nt)}
     if len(nt) > 24 and challenge:
         out["hash"] = f"{user}::{domain}:{challenge.hex()}:{nt[:16].hex()}:{nt[16:].hex()}"
         out["hash_type"] = "netntlmv2"

@@ -345,7 +345,10 @@ def _time_types(kind: int, scale: int, tlen: int, raw: bytes) -> str:
     offset = struct.unpack("<h", raw[tlen + 3:])[0]
     if not -840 <= offset <= 840:
         raise _BadLength
-    local = stamp.replace(tzinfo=UTC).astimezone(timezone(timedelta(minutes=offset)))
+    try:
+        local = stamp.replace(tzinfo=UTC).astimezone(timezone(timedelta(minutes=offset)))
+    except OverflowError:  # the offset takes it past year 9999 or before year 1
+        local = stamp.replace(tzinfo=timezone(timedelta(minutes=offset)))
     return local.isoformat(" ")
 
 

@@ -95,7 +95,7 @@ def step(s: Setup, auth: Auth, blob: bytes, remote: str, now: float, dialect: st
     anonymous = bool(info.get("anonymous"))
     # a name without any response (smbclient -N sends its user name so): the guest account,
     # as Samba's "map to guest = bad user" and a Windows host with guest enabled take it
-    guest = not anonymous and "hash" not in info
+    guest = not anonymous and info.get("nt_size", 0) == 0
     ok = anonymous or guest or s.policy.decide(info["user"], remote, None, lambda _: False)
     auth.done, auth.user, auth.anonymous, auth.info = ok, user, anonymous, info
     auth.guest = guest

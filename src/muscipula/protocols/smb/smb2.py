@@ -48,7 +48,7 @@ def _ids(raw: bytes, at: int) -> list[int]:
     if len(raw) < at + 2:
         return []
     count = struct.unpack_from("<H", raw, at)[0]
-    return [x[0] for x in struct.iter_unpack("<H", raw[at + 2:at + 2 + 2 * min(count, 32)])]
+    return _words(raw[at + 2:at + 2 + 2 * min(count, 32)])
 
 
 def negotiate_body(m: SmbMachine, dialect: int, now: float,
@@ -199,7 +199,8 @@ class Smb2:
         offered: list[int] = []
         if len(body) >= 36:
             count = struct.unpack_from("<H", body, 2)[0]
-            offered = [x[0] for x in struct.iter_unpack("<H", body[36:36 + 2 * min(count, 64)])]
+            if len(body) >= 36 + 2 * min(count, 64):  # a short list: INVALID_PARAMETER
+                offered = _words(body[36:36 + 2 * min(count, 64)])
         dialect = self.m.s.product.pick(offered) if not self.dialect else None
         detail = {"offered": [DIALECT_NAMES.get(d, f"0x{d:04X}") for d in offered]}
         if dialect is None:
@@ -275,3 +276,8 @@ class Smb2:
         else:
             fields = struct.pack("<HBBIII", 16, 1, 0, 0x00, 0, 0x001F01FF)
         return W.smb2_header(req, W.SUCCESS, credits, tree_id=tid) + fields
+
+
+def _words(raw: bytes) -> list[int]:
+    """Little-endian 16-bit values; a list cut short loses its odd last byte, never raises."""
+    return [x[0] for x in struct.iter_unpack("<H", raw[:len(raw) // 2 * 2])]
