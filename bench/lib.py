@@ -99,13 +99,23 @@ def _free(port: int, kind: int) -> bool:
 
 
 def free_offset(ports: list[tuple[int, str]], low: int = 20000, high: int = 40000) -> int:
-    """An offset at which every (port, 'tcp'|'udp') is free on 127.0.0.1."""
+    """An offset at which every (port, 'tcp'|'udp') is free on 127.0.0.1.
+
+    Kept below the ephemeral range (32768 up) where it can be: a port free now may be taken
+    by some client's outgoing connection before the server binds it.
+    """
+    top = max(p for p, _ in ports)
+    if low < EPHEMERAL_LOW - top:
+        high = min(high, EPHEMERAL_LOW - top)
     for _ in range(200):
         offset = random.randrange(low, high)
         if all(_free(p + offset, socket.SOCK_DGRAM if t == "udp" else socket.SOCK_STREAM)
                for p, t in ports):
             return offset
     raise RuntimeError("no free port block")
+
+
+EPHEMERAL_LOW = 32768
 
 
 def free_port(kind: str = "tcp") -> int:
@@ -224,22 +234,28 @@ def start_muscipula(workdir: Path, services: dict[str, dict[str, Any]],
         config["limits"] = limits
     cfg = workdir / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    offset = free_offset(ports)
-    ready = state / "ready"
-    ready.unlink(missing_ok=True)
-    log = open(workdir / "muscipula.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "muscipula", "run", "--config", str(cfg), "--state-dir",
-         str(state), "--listen", HOST, "--port-offset", str(offset)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("muscipula did not start:\n"
-                               + (workdir / "muscipula.log").read_text()[-2000:])
-        time.sleep(0.02)
-    return Server("muscipula", proc, offset, workdir)
+    for attempt in range(3):
+        offset = free_offset(ports)
+        ready = state / "ready"
+        ready.unlink(missing_ok=True)
+        log = open(workdir / "muscipula.log", "wb")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "muscipula", "run", "--config", str(cfg), "--state-dir",
+             str(state), "--listen", HOST, "--port-offset", str(offset)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                said = (workdir / "muscipula.log").read_text()[-2000:]
+                if "address already in use" in said and attempt < 2:
+                    break  # taken between the check and the bind: another offset
+                raise RuntimeError("muscipula did not start:\n" + said)
+            time.sleep(0.02)
+        else:
+            return Server("muscipula", proc, offset, workdir)
+    raise AssertionError("unreachable")
 
 
 def contenders(peers: Any) -> list[str]:

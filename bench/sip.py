@@ -200,7 +200,7 @@ def measure(board: Board, who: str, server: Server, port: int, duration: float,
 def _start(who: str, peers, tmp: Path) -> tuple[Server | None, int]:
     if who != "muscipula":
         return start_other(who, "sip", peers, "udp")
-    body = {"udp_ports": [5060], "tcp_ports": [],
+    body = {"udp_ports": [5060], "tcp_ports": [], "tls_ports": [],
             "login": {"mode": "list", "accounts": {EXT: PASSWORD}}}
     server = start_muscipula(tmp, {"sip": body}, [(5060, "udp")])
     return server, server.port(5060)
