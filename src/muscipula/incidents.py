@@ -100,6 +100,11 @@ REGISTRY: dict[str, Spec] = {
                           "uuid", "transfersyntax", "version", "context"),
     "smb.dcerpc.request": _s("a DCE/RPC request (all its fragments) on a named pipe", "uuid",
                              "opnum", "interface", "operation", "size", "pipe"),
+    "smb.ms17_010": _s("an MS17-010 (EternalBlue family) step: the PeekNmPipe check, the "
+                       "oversized transaction, a pool grooming buffer; bytes captured",
+                       "stage", "size", "data", "command"),
+    "smb.doublepulsar": _s("a DoublePulsar implant request (ping, exec upload, kill) on "
+                           "TRANSACTION2 SESSION_SETUP", "op", "size", "key", "detail"),
     # --- mssql
     "mssql.fingerprint": _s("a LOGIN7: the client's host, application and library names",
                             "hostname", "appname", "cltintname", "extra"),

@@ -52,6 +52,15 @@ class SmbConfig(ServiceConfig):
     max_write_pending: PositiveInt = 4 * 1024 * 1024
     #: files and directories one connection may create
     max_names: PositiveInt = 256
+    #: one SMB1 transaction's parameters and data, all secondaries together
+    max_transaction: PositiveInt = 256 * 1024
+    #: answer as a host without the MS17-010 patch (Windows personas): the check says
+    #: vulnerable and EternalBlue's transactions are taken and captured
+    ms17_010: bool = True
+    #: answer TRANSACTION2 SESSION_SETUP as a host with the DoublePulsar implant
+    doublepulsar: bool = True
+    #: the largest upload the implant takes (beyond: its out-of-memory answer)
+    max_implant_upload: PositiveInt = 8 * 1024 * 1024
 
 
 def build(ctx: ServiceContext) -> MachineFactory:
@@ -64,7 +73,10 @@ def _max_buffer(cfg: SmbConfig) -> int:
     # a message being framed and the next chunk; each open pipe's PDU, request and answers;
     # the out-of-order writes
     pipe = 64 * 1024 + cfg.max_rpc_request + cfg.max_pipe_output
-    return cfg.max_message + 4 + 64 * 1024 + cfg.max_open_files * pipe + cfg.max_write_pending
+    # SMB1 transactions waiting for secondaries and an implant upload
+    trans = 4 * cfg.max_transaction + cfg.max_implant_upload
+    return cfg.max_message + 4 + 64 * 1024 + cfg.max_open_files * pipe + \
+        cfg.max_write_pending + trans
 
 
 SERVICE = ServiceSpec("smb", "smbd", SmbConfig, build,

@@ -14,7 +14,12 @@ from muscipula.protocols.smb import wire as W
 
 if TYPE_CHECKING:
     from muscipula.protocols.mysql.policy import LoginPolicy
+    from muscipula.protocols.smb import SmbConfig
     from muscipula.protocols.smb.product import Product
+
+
+#: how much of a user or domain name a session keeps
+NAME_CAP = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,21 +39,14 @@ class Setup:
     server_name: str
     #: share name (upper case) -> "disk" or "pipe"
     shares: dict[str, str]
-    admin_shares: bool
-    max_message: int
-    max_sessions: int
-    max_trees: int
-    max_protocol_errors: int
+    #: the service's limits and switches, read where they apply
+    cfg: SmbConfig
     #: RPC interfaces behind the IPC$ pipes, by uuid (interfaces.interfaces)
     interfaces: dict[str, Any] = field(default_factory=dict)
     #: where this install numbers its file ids
     file_base: int = 0
-    max_open_files: int = 64
-    max_rpc_request: int = 256 * 1024
-    max_pipe_output: int = 64 * 1024
-    max_file_size: int = 64 * 1024 * 1024
-    max_write_pending: int = 4 * 1024 * 1024
-    max_names: int = 256
+    #: the seed a DoublePulsar implant shows in its ping reply's signature field
+    implant_seed: bytes = bytes(8)
 
 
 @dataclass(slots=True)
@@ -62,6 +60,7 @@ class Auth:
     anonymous: bool = False
     #: a user name without a password (no NT response): taken as the guest account
     guest: bool = False
+    #: the user and domain names, capped
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,7 +96,10 @@ def step(s: Setup, auth: Auth, blob: bytes, remote: str, now: float, dialect: st
     # as Samba's "map to guest = bad user" and a Windows host with guest enabled take it
     guest = not anonymous and info.get("nt_size", 0) == 0
     ok = anonymous or guest or s.policy.decide(info["user"], remote, None, lambda _: False)
-    auth.done, auth.user, auth.anonymous, auth.info = ok, user, anonymous, info
+    # the session keeps who logged in, not the message (its blobs run to a megabyte and a
+    # connection holds 16 sessions): the login incident has the rest
+    auth.done, auth.user, auth.anonymous = ok, user[:NAME_CAP], anonymous
+    auth.info = {"user": str(info["user"])[:NAME_CAP], "domain": str(info["domain"])[:NAME_CAP]}
     auth.guest = guest
     extra = {**info, "dialect": dialect}
     login = Emit("login", {"username": user, "password": None, "success": ok,

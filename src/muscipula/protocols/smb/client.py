@@ -180,6 +180,30 @@ def server_info_stub(level: int = 101, server: str = "127.0.0.2") -> bytes:
 
 SRVSVC = interfaces.SRVSVC
 
+def smb1_trans2(setup: int, timeout: int, params: bytes, data: bytes, *, uid: int, tid: int,
+                mid: int = 0x41) -> bytes:
+    """TRANSACTION2 whole in one message (DoublePulsar's ping and exec, setup 0x0E)."""
+    at = 32 + 1 + 30 + 2 + 1
+    words = struct.pack("<HHHHBBHIHHHHHBBH", len(params), len(data), 1, 0, 0, 0, 0, timeout,
+                        0, len(params), at, len(data), at + len(params), 1, 0, setup)
+    return smb1(0x32, words, b"\0" + params + data, uid=uid, tid=tid, mid=mid)
+
+
+def smb1_nt_trans(params: bytes, data: bytes, first: int, *, uid: int, tid: int) -> bytes:
+    """NT_TRANSACT carrying `first` bytes of its data (EternalBlue's opener)."""
+    at = 32 + 1 + 40 + 2 + 1
+    words = struct.pack("<BHIIIIIIIIBHH", 1, 0, len(params), len(data), len(params), 0,
+                        len(params), at, first, at + len(params), 1, 0, 0)
+    return smb1(0xA0, words, b"\0" + params + data[:first], uid=uid, tid=tid, mid=0x50)
+
+
+def smb1_trans2_secondary(chunk: bytes, displacement: int, total: int, *, uid: int,
+                          tid: int) -> bytes:
+    words = struct.pack("<HHHHHHHHH", 0, total & 0xFFFF, 0, 0, 0, len(chunk), 32 + 1 + 18 + 2,
+                        displacement & 0xFFFF, 0xFFFF)
+    return smb1(0x33, words, chunk, uid=uid, tid=tid, mid=0x50)
+
+
 NT_V2 = bytes(range(16)) + b"\x01\x01\0\0" + bytes(4) + bytes(8) + bytes(range(8)) + bytes(8)
 
 FUZZ_SEEDS = (
@@ -200,6 +224,14 @@ FUZZ_SEEDS = (
     + nbss(smb2_ioctl(0, 0x0011C017, rpc_request(15, share_enum_stub())))
     + nbss(smb2_tree_connect("\\\\srv\\C$")) + nbss(smb2_create("a.exe", disposition=5))
     + nbss(smb2_write(0, b"MZ" * 64, 4)) + nbss(smb2_write(0, b"MZ\x90\0")) + nbss(smb2_close(0)),
+    nbss(smb1_negotiate()) + nbss(smb1_session_setup(spnego_init(ntlm_negotiate())))
+    + nbss(smb1_session_setup(spnego_resp(ntlm_authenticate("", "", "", b"", b"\0")),
+                              uid=0x800))
+    + nbss(smb1_tree_connect("\\\\SRV\\IPC$", uid=0x800))
+    + nbss(smb1_trans2(0x0E, 0x00A4D9A6, bytes(12), b"", uid=0x800, tid=1))
+    + nbss(smb1_trans2(0x0E, 0xC8, bytes(12), b"MZ" * 32, uid=0x800, tid=1))
+    + nbss(smb1_nt_trans(bytes(30), bytes(3000), 1000, uid=0x800, tid=1))
+    + nbss(smb1_trans2_secondary(bytes(2000), 1000, 3000, uid=0x800, tid=1)),
     nbss(smb2_negotiate((0x0202, 0x0210, 0x0300, 0x0302, 0x0311),
                         struct.pack("<HHI", 1, 38, 0) + struct.pack("<HHH", 1, 32, 1)
                         + bytes(32), 1)),

@@ -89,15 +89,15 @@ class Files:
     def create(self, session: int, tree: int, share: str, share_kind: str, name: str,
                disposition: int, options: int) -> tuple[int, Open | None, int]:
         """(status, open, CreateAction) of a CREATE / NT_CREATE_ANDX."""
-        if len(self.opens) >= self.s.max_open_files:
+        if len(self.opens) >= self.s.cfg.max_open_files:
             return W.TOO_MANY_OPENED_FILES, None, 0
         if share_kind == "pipe":
             pipe = pipe_name(name)
             if pipe not in PIPES:
                 return W.OBJECT_NAME_NOT_FOUND, None, 0
             o = self._add(session, tree, share, pipe, "pipe")
-            o.pipe = dcerpc.Pipe(pipe, self.s.interfaces,
-                                 dcerpc.Limits(self.s.max_rpc_request, self.s.max_pipe_output),
+            limits = dcerpc.Limits(self.s.cfg.max_rpc_request, self.s.cfg.max_pipe_output)
+            o.pipe = dcerpc.Pipe(pipe, self.s.interfaces, limits,
                                  int.from_bytes(self.s.random(2), "little") | 0x10000)
             return W.SUCCESS, o, OPENED
         path = clean_path(name)
@@ -122,7 +122,7 @@ class Files:
         else:
             if disposition in (OPEN, OVERWRITE):
                 return W.OBJECT_NAME_NOT_FOUND, None, 0
-            if len(self.names) >= self.s.max_names:
+            if len(self.names) >= self.s.cfg.max_names:
                 return W.DISK_FULL, None, 0
             exists = "dir" if options & DIRECTORY_FILE else "file"
             self.names[key] = exists
@@ -159,7 +159,7 @@ class Files:
     def write(self, o: Open, offset: int, data: bytes) -> tuple[int, list[Action]]:
         """A write to a file: the status and the capture actions."""
         out: list[Action] = []
-        if offset + len(data) > self.s.max_file_size:
+        if offset + len(data) > self.s.cfg.max_file_size:
             return W.DISK_FULL, out
         o.size = max(o.size, offset + len(data))
         if offset < o.next:
@@ -170,7 +170,7 @@ class Files:
             return W.SUCCESS, out
         o.wrote = True
         if offset > o.next:
-            if self.pending + len(data) > self.s.max_write_pending or \
+            if self.pending + len(data) > self.s.cfg.max_write_pending or \
                     len(o.pending) >= 1024:
                 o.lossy = True
                 out.append(Emit("protocol.error", {"detail": "out-of-order write dropped",

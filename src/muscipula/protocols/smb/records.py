@@ -63,3 +63,52 @@ def _json_request(f: Mapping[str, Any]) -> dict[str, Any]:
 
 jsonlog.collect("smb.dcerpc.bind", ("dcerpc", "binds"), _json_bind)
 jsonlog.collect("smb.dcerpc.request", ("dcerpc", "requests"), _json_request)
+
+
+logsql.table("""
+CREATE TABLE IF NOT EXISTS smb_exploits (
+    smb_exploit INTEGER PRIMARY KEY, connection INTEGER, smb_exploit_kind TEXT,
+    smb_exploit_stage TEXT, smb_exploit_size INTEGER, smb_exploit_detail TEXT,
+    smb_exploit_data BLOB);
+CREATE INDEX IF NOT EXISTS smb_exploits_connection_idx ON smb_exploits (connection);
+""")
+_EXPLOIT_COLUMNS = ("smb_exploit_kind", "smb_exploit_stage", "smb_exploit_size",
+                    "smb_exploit_detail", "smb_exploit_data")
+
+
+def _size(f: Mapping[str, Any]) -> int | None:
+    size = f.get("size")
+    return size if isinstance(size, int) else None
+
+
+@logsql.rows("smb.ms17_010", "smb_exploits", _EXPLOIT_COLUMNS)
+def _ms17_010(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    data = f.get("data")
+    command = f.get("command")
+    return ("ms17-010", logsql.text(f.get("stage")), _size(f),
+            logsql.as_json({"command": command}) if command else None,
+            data if isinstance(data, bytes) and data else None)
+
+
+@logsql.rows("smb.doublepulsar", "smb_exploits", _EXPLOIT_COLUMNS)
+def _doublepulsar(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    detail = f.get("detail")
+    extra = {"key": f.get("key"), **(dict(detail) if isinstance(detail, Mapping) else {})}
+    return ("doublepulsar", logsql.text(f.get("op")), _size(f), logsql.as_json(extra), None)
+
+
+def _json_ms17_010(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": "ms17-010", "stage": f.get("stage"), "size": f.get("size")}
+
+
+def _json_doublepulsar(f: Mapping[str, Any]) -> dict[str, Any]:
+    item = {"kind": "doublepulsar", "stage": f.get("op"), "size": f.get("size"),
+            "key": f.get("key")}
+    detail = f.get("detail")
+    if isinstance(detail, Mapping) and detail:
+        item["detail"] = dict(detail)
+    return item
+
+
+jsonlog.collect("smb.ms17_010", ("smb", "exploits"), _json_ms17_010)
+jsonlog.collect("smb.doublepulsar", ("smb", "exploits"), _json_doublepulsar)

@@ -49,13 +49,10 @@ def build(ctx: ServiceContext):
         session_base=persona.secrets.number("smb.session_base", 0x100, 0xFFF) << 32,
         uid_base=persona.secrets.number("smb.uid_base", 0, 0x7FF),
         workgroup=persona.workgroup, server_name=netbios,
-        shares={k.upper(): v for k, v in cfg.shares.items()}, admin_shares=cfg.admin_shares,
-        max_message=cfg.max_message, max_sessions=cfg.max_sessions, max_trees=cfg.max_trees,
-        max_protocol_errors=cfg.max_protocol_errors, interfaces=I.interfaces(host),
+        shares={k.upper(): v for k, v in cfg.shares.items()}, cfg=cfg,
+        interfaces=I.interfaces(host),
         file_base=persona.secrets.number("smb.file_base", 0x10, 0xFFF) << 12,
-        max_open_files=cfg.max_open_files, max_rpc_request=cfg.max_rpc_request,
-        max_pipe_output=cfg.max_pipe_output, max_file_size=cfg.max_file_size,
-        max_write_pending=cfg.max_write_pending, max_names=cfg.max_names)
+        implant_seed=_implant_seed(persona))
 
     def factory(peer: Peer) -> SmbMachine:
         return SmbMachine(setup, peer.remote_host)
@@ -80,3 +77,12 @@ def _host(cfg: SmbConfig, persona, linux: bool, netbios: str, names: ntlm.Names)
         persona.workgroup.upper()[:15]
     return I.Host(netbios, group, names.os_version[:2], 0x9003, "",
                   (*admin, ipc, *extra))
+
+
+def _implant_seed(persona) -> bytes:
+    """What an implanted host's DoublePulsar shows in the ping reply's signature field: a
+    32-bit value the client derives the XOR key from, then the x64 marker (2008 R2 is 64-bit
+    only); per install, as each infected host has its own."""
+    seed = persona.secrets.number("smb.implant_seed", 0x10000000, 0xFFFFFFFF)
+    arch = persona.secrets.number("smb.implant_arch", 1, 0xFFFFFFFF)
+    return seed.to_bytes(4, "little") + arch.to_bytes(4, "little")

@@ -12,6 +12,8 @@ from muscipula.protocols.smb import auth as A
 from muscipula.protocols.smb import smb2, spnego
 from muscipula.protocols.smb import wire as W
 from muscipula.protocols.smb.smb1_files import FILE_COMMANDS, FileOps1
+from muscipula.protocols.smb.smb1_trans import COMMANDS as TRANS_COMMANDS
+from muscipula.protocols.smb.smb1_trans import Transactions
 
 if TYPE_CHECKING:
     from muscipula.protocols.smb.machine import SmbMachine
@@ -23,6 +25,11 @@ NT_LM = "NT LM 0.12"
 INVALID_HANDLE = 0xC0000008
 FLAGS2_UNICODE, FLAGS2_EXTSEC = 0x8000, 0x0800
 DIALECT = "NT LM 0.12"
+#: ECHO replies sent for one request, and their bytes
+MAX_ECHOES, MAX_ECHO_BYTES = 64, 256 * 1024
+#: commands that carry an AndX block, and how many a chain may hold
+ANDX = frozenset((0x24, 0x2D, 0x2E, 0x2F, 0x73, 0x74, 0x75, 0xA2))
+MAX_ANDX = 8
 
 
 def dialects(data: bytes) -> list[str]:
@@ -70,6 +77,7 @@ class Smb1:
         self.next_uid = 0
         self.next_tid = 0
         self.fileops = FileOps1(self)
+        self.trans = Transactions(self)
 
     def record(self, out: list[Action], command: int, status: int,
                detail: dict[str, Any] | None = None) -> None:
@@ -78,6 +86,40 @@ class Smb1:
                                         "detail": detail or {}}))
 
     def handle(self, raw: bytes, now: float) -> tuple[list[bytes], list[Action]]:
+        """One message; an AndX chain's commands run in order, their answers chained in one
+        reply. The chain stops at the first failure, at 0xFF, after MAX_ANDX commands, and
+        at an offset that does not move forward within the message (no loops)."""
+        replies, out = self.one(raw, now)
+        if len(replies) != 1 or len(raw) < 37 or raw[4] not in ANDX or raw[32] < 2:
+            return replies, out
+        combined = bytearray(replies[0])
+        block, seen = W.SMB1_HEADER, W.SMB1_HEADER
+        command, offset = raw[33], struct.unpack_from("<H", raw, 35)[0]
+        for _ in range(MAX_ANDX - 1):
+            status = struct.unpack_from("<I", combined, 5)[0]
+            if command == 0xFF or status != W.SUCCESS or combined[block] < 2 or \
+                    offset <= seen or offset + 1 > len(raw) or (offset - W.SMB1_HEADER) % 2:
+                break
+            head = bytearray(raw[:W.SMB1_HEADER])
+            head[4] = command
+            head[24:26], head[28:30] = combined[24:26], combined[28:30]  # new TID and UID
+            sub, actions = self.one(bytes(head) + raw[offset:], now)
+            out += actions
+            if len(sub) != 1:
+                break
+            combined[block + 1] = command
+            struct.pack_into("<H", combined, block + 3, len(combined))
+            combined[5:9], combined[24:26], combined[28:30] = sub[0][5:9], sub[0][24:26], \
+                sub[0][28:30]
+            block = len(combined)
+            combined += sub[0][W.SMB1_HEADER:]
+            if command not in ANDX or offset + 5 > len(raw) or raw[offset] < 2:
+                break
+            seen, command = offset, raw[offset + 1]
+            offset = struct.unpack_from("<H", raw, offset + 3)[0]
+        return [bytes(combined)], out
+
+    def one(self, raw: bytes, now: float) -> tuple[list[bytes], list[Action]]:
         out: list[Action] = []
         req = W.parse_smb1(raw)
         if req is None:
@@ -94,8 +136,11 @@ class Smb1:
             words, data, _ = _words(raw)
             self.record(out, req.command, W.SUCCESS)
             count = struct.unpack_from("<H", words)[0] if len(words) >= 2 else 0
-            reply = W.smb1_header(req, W.SUCCESS) + W.smb1_body(struct.pack("<H", 1), data)
-            return ([reply] if count else []), out
+            # one reply per echo asked for, numbered from 1; bounded in count and bytes
+            count = min(count, MAX_ECHOES, MAX_ECHO_BYTES // (len(data) + 40))
+            head = W.smb1_header(req, W.SUCCESS)
+            return [head + W.smb1_body(struct.pack("<H", n), data)
+                    for n in range(1, count + 1)], out
         if req.command == SESSION_SETUP:
             return [self.session_setup(req, raw, now, out)], out
         auth = self.sessions.get(req.uid)
@@ -122,10 +167,10 @@ class Smb1:
             reply = self.fileops.handle(req, raw, now, out)
             if reply is not None:
                 return [reply], out
-        words, _data, _ = _words(raw)
+        if req.command in TRANS_COMMANDS:
+            reply = self.trans.handle(req, raw, out)
+            return ([reply] if reply is not None else []), out
         status = W.NOT_IMPLEMENTED
-        if req.command == TRANSACTION and len(words) >= 28 and words[26] > 0:
-            status = INVALID_HANDLE  # a named pipe call on a handle never opened
         self.record(out, req.command, status)
         out.append(Emit("smb.unsupported", {"dialect": "SMB1",
                                             "command": W.smb1_name(req.command),
@@ -184,7 +229,7 @@ class Smb1:
     # ------------------------------------------------------------ SESSION_SETUP
 
     def _new_uid(self) -> int | None:
-        if len(self.sessions) >= self.m.s.max_sessions:
+        if len(self.sessions) >= self.m.s.cfg.max_sessions:
             return None
         self.next_uid += 1
         return (self.m.s.uid_base + self.next_uid * 0x800) & 0xFFFF or 0x800
@@ -269,7 +314,7 @@ class Smb1:
         uid = self._new_uid()
         if uid is None:
             return W.smb1_error(req, W.INSUFFICIENT_RESOURCES)
-        self.sessions[uid] = A.Auth(done=True, user=user, anonymous=anonymous)
+        self.sessions[uid] = A.Auth(done=True, user=user[:A.NAME_CAP], anonymous=anonymous)
         at = W.SMB1_HEADER + 1 + 6 + 2
         tail = self._os_strings(unicode, at)
         words_out = struct.pack("<BBHH", 0xFF, 0, at + len(tail), 0)
@@ -288,7 +333,7 @@ class Smb1:
         share = path.rsplit("\\", 1)[-1]
         status, kind = self.m.share_status(share)
         detail = {"path": path[:1024], "service": service.decode("latin-1")[:16]}
-        if status == W.SUCCESS and len(self.trees) >= self.m.s.max_trees:
+        if status == W.SUCCESS and len(self.trees) >= self.m.s.cfg.max_trees:
             status = W.INSUFFICIENT_RESOURCES
         self.record(out, TREE_CONNECT, status, detail)
         if status != W.SUCCESS:

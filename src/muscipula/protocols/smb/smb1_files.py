@@ -14,9 +14,8 @@ from muscipula.protocols.smb.files import Open
 if TYPE_CHECKING:
     from muscipula.protocols.smb.smb1 import Smb1
 
-CLOSE, DELETE, TRANSACTION, READ_ANDX, WRITE_ANDX, NT_CREATE = (
-    0x04, 0x06, 0x25, 0x2E, 0x2F, 0xA2)
-FILE_COMMANDS = (CLOSE, DELETE, TRANSACTION, READ_ANDX, WRITE_ANDX, NT_CREATE)
+CLOSE, DELETE, READ_ANDX, WRITE_ANDX, NT_CREATE = 0x04, 0x06, 0x2E, 0x2F, 0xA2
+FILE_COMMANDS = (CLOSE, DELETE, READ_ANDX, WRITE_ANDX, NT_CREATE)
 TRANSACT_NM_PIPE = 0x26
 #: message-mode pipe, reads in message mode, unlimited instances
 PIPE_STATE = 0x05FF
@@ -57,8 +56,6 @@ class FileOps1:
         words, data_at = _words(raw)
         if req.command == NT_CREATE:
             return self.create(req, raw, words, data_at, now, out)
-        if req.command == TRANSACTION:
-            return self.transaction(req, raw, words, out)
         if req.command == DELETE:
             name = self.name(req, raw, data_at + 1)
             share = self.smb1.trees[req.tid]
@@ -115,24 +112,21 @@ class FileOps1:
             return W.read_utf16z(raw, at + at % 2, 1024)[0]
         return raw[at:].split(b"\0", 1)[0][:1024].decode("latin-1")
 
-    def transaction(self, req: W.Smb1Header, raw: bytes, words: bytes,
-                    out: list[Action]) -> bytes | None:
-        if len(words) < 32 or words[26] < 2:
-            return None  # not a pipe call: smb1.py answers it as before
-        max_data = struct.unpack_from("<H", words, 6)[0]
-        count, offset = struct.unpack_from("<HH", words, 22)
-        sub, fid = struct.unpack_from("<HH", words, 28)
+    def pipe_transaction(self, req: W.Smb1Header, sub: int, fid: int, data: bytes,
+                         max_data: int, out: list[Action]) -> bytes:
+        """A named pipe TRANSACTION (its parameters and data reassembled by smb1_trans)."""
         o = self.open_of(req, fid)
         if o is None or o.pipe is None:
             return self.error(req, W.INVALID_HANDLE, out, {"subcommand": sub})
         if sub != TRANSACT_NM_PIPE:
             return self.error(req, W.NOT_SUPPORTED, out, {"subcommand": sub})
-        out += o.pipe.write(raw[offset:offset + count])
-        data, more = o.pipe.read(max_data)
+        out += o.pipe.write(data)
+        answer, more = o.pipe.read(max_data)
         status = W.BUFFER_OVERFLOW if more else W.SUCCESS
         at = W.SMB1_HEADER + 1 + 20 + 2 + 1  # the data after one pad byte
-        fields = struct.pack("<HHHHHHHHHBB", 0, len(data), 0, 0, at, 0, len(data), at, 0, 0, 0)
-        return self.reply(req, status, fields, b"\0" + data, out, {"subcommand": sub})
+        fields = struct.pack("<HHHHHHHHHBB", 0, len(answer), 0, 0, at, 0, len(answer), at, 0,
+                             0, 0)
+        return self.reply(req, status, fields, b"\0" + answer, out, {"subcommand": sub})
 
     def write(self, req: W.Smb1Header, raw: bytes, words: bytes, o: Open,
               out: list[Action]) -> bytes:

@@ -56,7 +56,7 @@ def negotiate_body(m: SmbMachine, dialect: int, now: float,
     """NEGOTIATE response body (after the header)."""
     s, p = m.s, m.s.product
     buf = spnego.neg_token_init(p.mechs)
-    room = W.message_room(s.max_message)
+    room = W.message_room(s.cfg.max_message)
     transact, read, write = (min(n, room) for n in
                              p.sizes(dialect if dialect != 0x02FF else 0x0210))
     start = W.filetime(s.boot_time) if p.start_time else 0
@@ -115,7 +115,8 @@ class Smb2:
         pos = 0
         prev: W.Smb2Header | None = None
         self.fileops.related = None
-        for _ in range(32):
+        # every request of the compound is answered, however many: each takes 64 bytes at least
+        for _ in range(len(raw) // W.SMB2_HEADER + 1):
             req = W.parse_smb2(raw[pos:])
             if req is None:
                 out.append(Emit("protocol.error", {"detail": "short SMB2 header",
@@ -208,11 +209,16 @@ class Smb2:
             self.record(out, req, status, detail)
             self.m.close_after = True
             return W.smb2_error(req, status, 1)
-        self.dialect = dialect
         contexts = None
         if dialect == 0x0311 and len(body) >= 36:
             off, count = struct.unpack_from("<IH", body, 28)
             contexts = _contexts(raw, off, count)
+            if PREAUTH not in contexts:
+                # 3.1.1 without its PREAUTH_INTEGRITY_CAPABILITIES context is refused
+                self.record(out, req, W.INVALID_PARAMETER, {**detail, "error": "no preauth"})
+                self.m.close_after = True
+                return W.smb2_error(req, W.INVALID_PARAMETER, 1)
+        self.dialect = dialect
         detail["dialect"] = DIALECT_NAMES[dialect]
         self.record(out, req, W.SUCCESS, detail)
         return W.smb2_header(req, W.SUCCESS, 1) + negotiate_body(self.m, dialect, now, contexts)
@@ -231,7 +237,7 @@ class Smb2:
             if sid and auth is None:
                 self.record(out, req, W.USER_SESSION_DELETED)
                 return W.smb2_error(req, W.USER_SESSION_DELETED, credits)
-            if len(self.sessions) >= m.s.max_sessions:
+            if len(self.sessions) >= m.s.cfg.max_sessions:
                 self.record(out, req, W.INSUFFICIENT_RESOURCES)
                 return W.smb2_error(req, W.INSUFFICIENT_RESOURCES, credits)
             self.next_session += 1
@@ -264,7 +270,7 @@ class Smb2:
         if status != W.SUCCESS:
             self.record(out, req, status, detail)
             return W.smb2_error(req, status, credits)
-        if len(self.trees) >= self.m.s.max_trees:
+        if len(self.trees) >= self.m.s.cfg.max_trees:
             self.record(out, req, W.INSUFFICIENT_RESOURCES, detail)
             return W.smb2_error(req, W.INSUFFICIENT_RESOURCES, credits)
         tid = self.next_tree

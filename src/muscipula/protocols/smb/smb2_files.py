@@ -151,7 +151,7 @@ class FileOps:
     def read(self, req: W.Smb2Header, raw: bytes, body: bytes, o: Open,
              out: list[Action]) -> bytes:
         length, offset = struct.unpack_from("<IQ", body, 4)
-        length = min(length, W.message_room(self.m.s.max_message))
+        length = min(length, W.message_room(self.m.s.cfg.max_message))
         if o.pipe is not None:
             data, more = o.pipe.read(length)
             if not data:
@@ -321,7 +321,7 @@ class FileOps:
             return self.error(req, W.INVALID_PARAMETER, out, detail)
         if kind == 1 and cls == 20 and o.kind == "file" and len(data) >= 8:
             size = struct.unpack_from("<Q", data)[0]
-            if size > self.m.s.max_file_size:
+            if size > self.m.s.cfg.max_file_size:
                 return self.error(req, W.DISK_FULL, out, detail)
             o.size = max(size, o.next)
         return self.ok(req, out, struct.pack("<H", 2), detail)
