@@ -19,8 +19,9 @@ EXIT_CONFIG = 2
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="muscipula",
-        description="A multi-protocol honeypot: answers FTP, HTTP(S), MySQL, MSSQL, SIP, SMB "
-                    "and TFTP like the real products and records everything.")
+        description="A multi-protocol honeypot: answers FTP, HTTP(S), MySQL, MSSQL, SIP, SMB, "
+                    "the RPC endpoint mapper and TFTP like the real products and records "
+                    "everything.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the honeypot (embedded default config if no --config)",
@@ -52,13 +53,49 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--fast", action="store_true", help="do not keep the recorded pauses")
     rep.add_argument("--connection", type=int, metavar="ID",
                      help="which connection of a day's transcript file (default: the first)")
+    tree = sub.add_parser("tree", help="print recorded attacks, one connection tree each",
+                          description="Read the logsql database and print each connection "
+                                      "with its children and everything recorded for them.")
+    tree.add_argument("--db", metavar="FILE",
+                      help="logsql database (default: the state directory's)")
+    tree.add_argument("--config", metavar="FILE", help="to find the state directory")
+    tree.add_argument("--connection", type=int, metavar="ID")
+    tree.add_argument("--remote-host", metavar="ADDR")
+    tree.add_argument("--protocol", metavar="NAME", help="as in connections: smbd, httpd...")
+    tree.add_argument("--since", type=float, metavar="UNIXTIME")
+    tree.add_argument("--until", type=float, metavar="UNIXTIME")
+    tree.add_argument("--limit", type=int, default=50, help="newest N root connections")
     return p
+
+
+def _tree(args: argparse.Namespace) -> int:
+    from muscipula.tree import Filter, render
+
+    if args.db:
+        path = Path(args.db)
+    else:
+        try:
+            cfg = configmod.load(args.config)
+        except configmod.ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_CONFIG
+        path = cfg.state_dir() / cfg.sinks.logsql.file
+    if not path.is_file():
+        print(f"muscipula: no database at {path}", file=sys.stderr)
+        return 1
+    f = Filter(args.connection, args.remote_host, args.protocol, args.since, args.until,
+               max(args.limit, 1))
+    for line in render(path, f):
+        print(line)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config":
         return _config(args)
+    if args.command == "tree":
+        return _tree(args)
     if args.command == "replay":
         from muscipula.replay import replay
 

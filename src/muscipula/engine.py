@@ -45,10 +45,17 @@ def open_records(shared: Shared) -> Iterator[Connection]:
 
 def endpoints(config: Config, port_offset: int = 0,
               addresses: list[str] | None = None) -> list[Endpoint]:
+    from muscipula.persona import PRESETS
+
     hosts = addresses or config.listen.addresses
+    family = PRESETS[config.persona.preset]["os_family"]
     out = []
     for name, svc in config.services.items():
         if not svc.enabled:
+            continue
+        spec = services.get(name)
+        if spec is not None and spec.os_families and family not in spec.os_families:
+            log.info("%s: not on a %s host (persona %s)", name, family, config.persona.preset)
             continue
         for transport, ports in (("tcp", svc.tcp_ports), ("tls", svc.tls_ports),
                                  ("udp", svc.udp_ports)):

@@ -31,6 +31,8 @@ MODULES: dict[str, str] = {
     "smb": "muscipula.protocols.smb",
     # --- mssql
     "mssql": "muscipula.protocols.mssql",
+    # --- epmapper
+    "epmapper": "muscipula.protocols.epmapper",
 }
 
 
@@ -61,6 +63,9 @@ class ServiceSpec:
     max_buffer: Callable[[Any], int] | None = None
     #: client inputs that look valid (a login, a request); the fuzz test mutates and splits them
     fuzz_seeds: tuple[bytes, ...] = ()
+    #: the persona OS families this service exists on (empty: all); on another persona's
+    #: host it is not listened for, as such a host would not have it
+    os_families: tuple[str, ...] = ()
 
     def buffer_bound(self, config: Any) -> int:
         return self.max_buffer(config) if self.max_buffer is not None else DEFAULT_MAX_BUFFER

@@ -114,6 +114,8 @@ class Pipe:
         self.partial: _Partial | None = None
         self.max_xmit = MAX_FRAG
         self.broken = False
+        #: bind_ack's secondary address when not a named pipe (ncacn_ip_tcp: the port)
+        self.secondary: str | None = None
 
     def buffered(self) -> int:
         return len(self.inbuf) + len(self.out) + (len(self.partial.stub) if self.partial else 0)
@@ -200,7 +202,7 @@ class Pipe:
             n += 1
         if ptype == BIND:
             self.assoc_group = group or self.assoc_group
-            port = f"\\PIPE\\{self._endpoint()}".encode() + b"\0"
+            port = (self.secondary or f"\\PIPE\\{self._endpoint()}").encode() + b"\0"
         else:
             port = b""
         body = struct.pack("<HHI", max(HEADER + 32, min(MAX_FRAG, max_xmit or MAX_FRAG)),
