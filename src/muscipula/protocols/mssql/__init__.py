@@ -30,7 +30,12 @@ class MssqlConfig(ServiceConfig):
     max_packet: PositiveInt = 32767
     #: the largest message reassembled from packets (a batch's text, a LOGIN7)
     max_message: PositiveInt = 4 * 1024 * 1024
+    #: SQLite VM steps one statement may run (past it: error 1222)
     max_statement_steps: PositiveInt = 20_000_000
+    #: SQL work one request may cost, shared by all its statements (a batch) or calls (an RPC
+    #: request): SQLite VM steps plus parsing and binding counted in the same unit (~10 ns
+    #: each), so ~1 s of CPU at most; past it the rest of the request gets error 8645
+    max_request_steps: PositiveInt = 100_000_000
     max_rows: PositiveInt = 10_000
     #: result bytes one statement may answer with (rows past it are left out)
     max_result_bytes: PositiveInt = 1024 * 1024
@@ -44,6 +49,8 @@ class MssqlConfig(ServiceConfig):
     #: prepared statements (sp_prepare/sp_prepexec handles) one session keeps; their text
     #: together is also held to max_message bytes (the oldest give way)
     max_prepared: PositiveInt = 1000
+    #: parameters one RPC call may carry, counted while decoding (SQL Server's own: 2100)
+    max_call_params: PositiveInt = 2100
     #: answer integrated (NTLM) logins with a CHALLENGE naming the host (Windows personas)
     ntlm: bool = True
     #: TLS as SQL Server offers it: "offered" (its self-signed fallback certificate, Force

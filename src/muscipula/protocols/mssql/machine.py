@@ -16,11 +16,11 @@ from muscipula.machine import Action, BaseMachine, Close, Emit, Send
 from muscipula.protocols.mssql import login as L
 from muscipula.protocols.mssql import tds as T
 from muscipula.protocols.mssql.ntlm import is_negotiate, parse_authenticate
-from muscipula.protocols.mssql.procs import ProcRunner
-from muscipula.protocols.mssql.rpc import RpcError
-from muscipula.protocols.mssql.rpc import parse as parse_rpc
+from muscipula.protocols.mssql.procs import ProcRunner, final
+from muscipula.protocols.mssql.rpc import MAX_PARAMS, RpcError
+from muscipula.protocols.mssql.rpc import calls as rpc_calls
+from muscipula.protocols.mssql.sql import CALL_STEPS, PARAM_STEPS, SqlError, SqlSession
 from muscipula.protocols.mssql.sql import Setup as SqlSetup
-from muscipula.protocols.mssql.sql import SqlSession
 from muscipula.protocols.mssql.tls import TdsTls, TlsFailure
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ class Setup:
     max_tls_buffer: int = 64 * 1024
     #: prepared statements (sp_prepare handles) one session keeps; the oldest give way
     max_prepared: int = 1000
+    #: parameters one RPC call may carry (SQL Server's own ceiling: 2100, error 8003)
+    max_call_params: int = MAX_PARAMS
 
 
 class MssqlMachine(BaseMachine):
@@ -318,6 +320,7 @@ class MssqlMachine(BaseMachine):
         assert sql is not None
         # recorded before it is run: the batch that breaks something is the one to keep
         out: list[Action] = [Emit("mssql.command", {"status": "complete", "cmd": text})]
+        sql.request()
         tokens = sql.batch(text, now)
         fx = sql.effects
         for url in fx.offers:
@@ -336,33 +339,62 @@ class MssqlMachine(BaseMachine):
         if self.procs is None:
             self.procs = ProcRunner(sql, self.s.max_prepared, sql.s.max_statement_chars,
                                     self.s.max_message)
+        sql.request()
+        it = rpc_calls(self._skip_headers(payload), self.s.max_call_params)
         try:
-            calls = parse_rpc(self._skip_headers(payload))
+            ahead = next(it)
         except RpcError as err:
-            self.errors += 1
-            out: list[Action] = [Emit("protocol.error", {"detail": f"RPC: {err.text}",
-                                                         "data": payload[:512]})]
-            if self.errors >= self.s.max_protocol_errors:
-                return out + self._bad("RPC", payload)
-            tokens = (T.error(err.number, err.state, err.cls, err.text, self.s.product.server,
-                              tds=self.tds)
-                      + T.done(T.DONE_ERROR, 0, 0, self.tds))
-            return [*out, self._reply(tokens)]
+            return self._rpc_fault(err, payload, b"")
         out = []
         tokens = bytearray()
         limit = sql.s.max_batch_statements
-        for n, call in enumerate(calls):
+        n = 0
+        fault: RpcError | None = None
+        while ahead is not None:
+            call = ahead
+            ahead = None
+            if n < limit:  # one call decoded ahead: its DONEPROC says whether more follow
+                try:
+                    ahead = next(it, None)
+                except RpcError as err:
+                    fault = err
             out.append(Emit("mssql.command", {"status": "complete",
                                               "cmd": self.procs.describe(call)}))
-            more = n < len(calls) - 1 and n < limit
+            more = ahead is not None or fault is not None
             if n >= limit:  # as a batch's statements past the bound: one error for the rest
                 tokens += self.procs.too_many(more=False)
                 break
-            tokens += self.procs.run(call, now, more)
+            n += 1
+            try:
+                sql.meter.charge(CALL_STEPS + PARAM_STEPS * len(call.params))
+            except SqlError:
+                tokens += self.procs.spent()
+                fault = None
+                break
+            answer = self.procs.run(call, now, more)
+            if sql.meter.exhausted:  # severity 17: the rest of the request is not run
+                tokens += final(answer, self.tds)
+                fault = None
+                break
+            tokens += answer
         fx = sql.effects
         for url in fx.offers:
             out.append(Emit("download.offer", {"url": url, "source": "mssql"}))
         fx.offers.clear()
         fx.commands.clear()
+        if fault is not None:  # the calls before it were answered; then its error
+            return out + self._rpc_fault(fault, payload, bytes(tokens))
         out.append(self._reply(bytes(tokens)))
         return out
+
+    def _rpc_fault(self, err: RpcError, payload: bytes, before: bytes) -> list[Action]:
+        """A request SQL Server cannot decode: its error, after the calls already answered."""
+        self.errors += 1
+        out: list[Action] = [Emit("protocol.error", {"detail": f"RPC: {err.text}",
+                                                     "data": payload[:512]})]
+        if self.errors >= self.s.max_protocol_errors:
+            return out + self._bad("RPC", payload)
+        tokens = (before + T.error(err.number, err.state, err.cls, err.text,
+                                   self.s.product.server, tds=self.tds)
+                  + T.done(T.DONE_ERROR, 0, 0, self.tds))
+        return [*out, self._reply(tokens)]

@@ -1,10 +1,12 @@
 """Decoded RPC calls run: sp_executesql and the prepare family, other procedures as EXEC.
 
-Parameters are bound by rewriting the statement: each `@name` token outside strings and
-comments becomes the value's T-SQL literal (strings quoted with their quotes doubled,
-bytes as 0x hex), and the text then goes through the batch path, so recon answers,
-xp_cmdshell and its download offers, and the SQLite guards all apply to it unchanged.
-The rewritten text is bounded: past the batch ceiling it gets SQL Server's error 8623.
+The statement text goes through the batch path (recon answers, xp_cmdshell and its
+download offers, the SQLite guards), split at `;` but never at GO. Values are bound in
+a query's parse tree, so its columns keep their declared types (sp_executesql's
+definition); in other statements (EXEC, USE...) each `@name` token outside strings and
+comments becomes the value's T-SQL literal. Parameter names of a procedure called by
+name must be identifiers (error 8145). Every call counts against its request's work
+budget (error 8645 past it). Bound text past the batch ceiling gets error 8623.
 """
 
 from __future__ import annotations
@@ -14,19 +16,24 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import sqlglot
-from sqlglot.errors import SqlglotError
-from sqlglot.tokens import TokenType
-
 from muscipula.protocols.mssql import tds as T
+from muscipula.protocols.mssql.declared import column_spec, declarations
 from muscipula.protocols.mssql.rpc import Call, Param, bound_literal, literal
-from muscipula.protocols.mssql.sql import _OUT_OF_RESOURCES, SqlError, SqlSession
+from muscipula.protocols.mssql.sql import (
+    _OUT_OF_RESOURCES,
+    _REQUEST_SPENT,
+    TEXT_STEPS,
+    Bound,
+    SqlError,
+    SqlSession,
+    bind,
+)
 
 _NTEXT = (0xE7, 0xEF, 0x63)  # the types sp_executesql takes its statement in
-_DEF_NAME = re.compile(r"\s*(@[\w@#$]+)")
-_VARIABLE = re.compile(r"@@?[\w#$@]+")
 #: what may name a procedure called by RPC (up to server.database.schema.name)
 _PROC_NAME = re.compile(r"(?:\[?\w*\]?\.){0,3}\[?\w+\]?")
+#: what may name a parameter of a procedure called by name (it becomes part of an EXEC)
+_PARAM_NAME = re.compile(r"@\w+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,10 @@ class ProcRunner:
         """The answer to the calls of a request past max_batch_statements."""
         return self._error(_OUT_OF_RESOURCES, more)
 
+    def spent(self) -> bytes:
+        """The answer to the calls of a request past its work budget."""
+        return self._error(_REQUEST_SPENT, more=False)
+
     def _error(self, err: SqlError, more: bool) -> bytes:
         return (T.error(err.number, err.state, err.cls, err.text, self.sql.p.server, err.proc,
                         1, self.sql.tds)
@@ -113,23 +124,29 @@ class ProcRunner:
     def _run_bound(self, definition: str, statement: str, values: list[Param],
                    now: float) -> tuple[bytes, bool]:
         """`statement` with the values bound to the names `definition` declares, run."""
-        names = declared(definition)
-        bound: dict[str, str] = {}
+        decls = declarations(definition)
+        names = [n for n, _ in decls]
+        types = {n.lower(): column_spec(t) for n, t in decls}
+        bound: dict[str, Bound] = {}
         positional = [p for p in values if not p.name]
         for p in values:
             if p.name:
-                bound[p.name.lower()] = bound_literal(p.value)
+                key = p.name.lower()
+                bound[key] = Bound(bound_literal(p.value), p.value, types.get(key))
         for name, p in zip([n for n in names if n.lower() not in bound], positional,
                            strict=False):
-            bound[name.lower()] = bound_literal(p.value)
+            key = name.lower()
+            bound[key] = Bound(bound_literal(p.value), p.value, types.get(key))
         for name in names:
             if name.lower() not in bound:
                 raise SqlError(8178, 1, 16, f"The parameterized query '({definition})"
                                             f"{statement}' expects the parameter '{name}', "
                                             "which was not supplied."[:2047])
-        text = bind(statement, bound, self.sql.s.max_batch_chars)
+        self.sql.meter.charge(TEXT_STEPS * len(statement))
+        # bound whole once, for the ceiling (8623) before anything runs
+        bind(statement, {k: b.literal for k, b in bound.items()}, self.sql.s.max_batch_chars)
         before = self.sql.failures
-        tokens = self.sql.batch(text, now, inproc=True)
+        tokens = self.sql.batch(statement, now, inproc=True, rpc=True, params=bound)
         return tokens, self.sql.failures > before
 
     # ------------------------------------------------------------ procedures
@@ -209,69 +226,40 @@ class ProcRunner:
         if not _PROC_NAME.fullmatch(call.name):
             return self._error(SqlError(2812, 62, 16, "Could not find stored procedure "
                                                       f"'{call.name[:128]}'."), more)
+        for p in call.params:
+            if p.name and not _PARAM_NAME.fullmatch(p.name):  # no procedure has it
+                proc = re.sub(r"[\[\]]", "", call.name).split(".")[-1]
+                return self._error(SqlError(8145, 2, 16, f"{p.name[:128]} is not a parameter "
+                                                         f"for procedure {proc}.", proc), more)
         args = ", ".join(f"{p.name}={bound_literal(p.value)}" if p.name else bound_literal(p.value)
                          for p in call.params)
         text = f"EXEC {call.name} {args}".rstrip()
         if len(text) > self.sql.s.max_batch_chars:
             return self._error(_OUT_OF_RESOURCES, more)
-        tokens = bytearray(self.sql.batch(text, now))
-        size = 13 if self.sql.tds >= 0x72 else 9
-        if len(tokens) >= size and tokens[-size] in (0xFD, 0xFE):
-            tokens[-size] = 0xFE
-            status = struct.unpack_from("<H", tokens, len(tokens) - size + 1)[0]
-            status = (status | T.DONE_MORE) if more else (status & ~T.DONE_MORE)
-            struct.pack_into("<H", tokens, len(tokens) - size + 1, status)
-        return bytes(tokens)
+        tokens = self.sql.batch(text, now, rpc=True)
+        return _close_proc(tokens, self.sql.tds, more)
+
+
+def _close_proc(tokens: bytes, tds: int, more: bool) -> bytes:
+    """`tokens` with their closing DONE made a DONEPROC, its MORE bit as `more` says."""
+    out = bytearray(tokens)
+    size = 13 if tds >= 0x72 else 9
+    if len(out) >= size and out[-size] in (0xFD, 0xFE):
+        out[-size] = 0xFE
+        status = struct.unpack_from("<H", out, len(out) - size + 1)[0]
+        status = (status | T.DONE_MORE) if more else (status & ~T.DONE_MORE)
+        struct.pack_into("<H", out, len(out) - size + 1, status)
+    return bytes(out)
+
+
+def final(tokens: bytes, tds: int) -> bytes:
+    """A call's answer made the last of its request: its closing DONEPROC loses MORE."""
+    return _close_proc(tokens, tds, False)
 
 
 def declared(definition: str) -> list[str]:
     """The @names a parameter definition string declares, in order."""
-    names = []
-    depth = 0
-    start = 0
-    for i, ch in enumerate(definition + ","):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth = max(depth - 1, 0)
-        elif ch == "," and depth == 0:
-            m = _DEF_NAME.match(definition[start:i])
-            if m:
-                names.append(m.group(1))
-            start = i + 1
-    return names
-
-
-def bind(statement: str, values: dict[str, str], limit: int) -> str:
-    """`statement` with each @name of `values` (lower-case keys) replaced by its literal;
-    strings, comments and @@variables left alone. Past `limit` characters: error 8623."""
-    if not values:
-        return statement
-    try:
-        tokens = sqlglot.tokenize(statement, read="tsql")
-    except SqlglotError:
-        return statement  # what the batch path makes of it (a syntax error)
-    # an '@' the tokenizer saw as code (not inside a string or comment) starts a name
-    ats = {t.start for t in tokens if t.token_type == TokenType.PARAMETER and t.text == "@"}
-    out: list[str] = []
-    at = 0
-    size = 0
-    for m in _VARIABLE.finditer(statement):
-        if m.start() not in ats or statement[m.start() - 1:m.start()] == "@":
-            continue
-        lit = values.get(m.group().lower())
-        if lit is None:
-            continue
-        piece = statement[at:m.start()] + lit
-        size += len(piece)
-        if size > limit:
-            raise _OUT_OF_RESOURCES
-        out.append(piece)
-        at = m.end()
-    out.append(statement[at:])
-    if size + len(out[-1]) > limit:
-        raise _OUT_OF_RESOURCES
-    return "".join(out)
+    return [name for name, _ in declarations(definition)]
 
 
 def _size(p: Prepared) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import struct
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -109,25 +110,32 @@ class _BadLength(Exception):
     """A length or metadata the type does not allow."""
 
 
-def parse(data: bytes) -> list[Call]:
+def parse(data: bytes, max_params: int = MAX_PARAMS) -> list[Call]:
     """The calls of one request (separated by the batch flag bytes 0x80/0xFE/0xFF)."""
+    return list(calls(data, max_params))
+
+
+def calls(data: bytes, max_params: int = MAX_PARAMS) -> Iterator[Call]:
+    """The calls of one request, decoded one at a time: a caller that stops early (at its
+    bound on calls) never holds more than the call in hand, of at most `max_params`
+    parameters, whatever the request's size."""
     r = _Reader(data)
-    calls: list[Call] = []
-    while r.left():
-        if calls:
+    first = True
+    while r.left() or first:
+        if not first:
             if r.u8() not in (0x80, 0xFE, 0xFF):
                 raise RpcError(4002, "The incoming tabular data stream (TDS) protocol stream "
                                      "is incorrect. The stream ended unexpectedly.")
             if not r.left():
-                break
-        calls.append(_call(r))
-    if not calls:
-        raise RpcError(4002, "The incoming tabular data stream (TDS) protocol stream is "
-                             "incorrect. The stream ended unexpectedly.")
-    return calls
+                return
+        elif not r.left():
+            raise RpcError(4002, "The incoming tabular data stream (TDS) protocol stream is "
+                                 "incorrect. The stream ended unexpectedly.")
+        first = False
+        yield _call(r, max_params)
 
 
-def _call(r: _Reader) -> Call:
+def _call(r: _Reader, max_params: int) -> Call:
     try:
         size = r.u16()
         if size == 0xFFFF:
@@ -143,9 +151,9 @@ def _call(r: _Reader) -> Call:
     call = Call(name, proc_id, options)
     while r.left() and r.data[r.at] not in (0x80, 0xFE, 0xFF):
         n = len(call.params) + 1
-        if n > MAX_PARAMS:
+        if n > max_params:  # counted as they are read: nothing past the bound is decoded
             raise RpcError(8003, f"{_STREAM} Too many parameters were provided in this RPC "
-                                 f"request. The maximum is {MAX_PARAMS}.")
+                                 f"request. The maximum is {max_params}.")
         pname = ""
         kind = 0
         try:

@@ -44,7 +44,7 @@ def build(ctx: ServiceContext):
                     max_db_bytes=cfg.max_db_bytes, max_databases=4)
     engine = Engine(ctx.state_dir, {}, limits)
     sql = SqlSetup(engine, product, cfg.max_rows, cfg.max_message // 2, cfg.max_result_bytes,
-                   cfg.max_batch_statements, cfg.max_statement_chars)
+                   cfg.max_batch_statements, cfg.max_statement_chars, cfg.max_request_steps)
     policy = LoginPolicy(cfg.login.mode, dict(cfg.login.users), cfg.login.refuse_first)
     ntlm = None
     if cfg.ntlm and not linux:
@@ -63,7 +63,7 @@ def build(ctx: ServiceContext):
         tls = fallback_context(persona, product, cfg.tls_cert_per_start)
     setup = Setup(product, policy, sql, cfg.max_packet, cfg.max_message,
                   cfg.max_protocol_errors, ntlm, tls, cfg.encryption, cfg.max_tls_buffer,
-                  cfg.max_prepared)
+                  cfg.max_prepared, cfg.max_call_params)
     # SQL Server's user sessions take SPIDs from 51 on
     spids = itertools.count(51 + persona.secrets.number("mssql.spid_offset", 0, 40))
 

@@ -4,7 +4,9 @@ Each batch becomes TDS tokens (COLMETADATA/ROW/DONE, ERROR, INFO, ENVCHANGE). Th
 SQLite side is the MySQL service's guarded backend (authorizer, step budget, row
 and size caps) on an in-memory database per session. `xp_cmdshell` is refused as
 a default install refuses it (error 15281) until `sp_configure` and RECONFIGURE
-turn it on; either way its command is scanned for download URLs.
+turn it on; either way its command is scanned for download URLs. One request (a batch,
+or an RPC request with all its calls) has one budget of work, in SQLite VM steps with
+parsing counted alike (`Meter`); past it the rest of the request gets error 8645.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlglot
@@ -65,12 +68,22 @@ _USE = re.compile(r"(?is)^use\s+\[?([^\]\s;]+)\]?\s*$")
 _RECONFIGURE = re.compile(r"(?is)\breconfigure(?:\s+with\s+override)?\s*$")
 _GO = re.compile(r"(?im)^\s*go\s*$")
 _WORD = re.compile(r"[\w@#$]+|\S")
+_VARIABLE = re.compile(r"@@?[\w#$@]+")
 
 
 @dataclass(slots=True)
 class Effects:
     offers: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A value bound to an @name by RPC: its T-SQL literal, the value, its declared type."""
+
+    literal: str
+    value: object
+    column: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +95,8 @@ class Setup:
     max_result_bytes: int = 1024 * 1024
     max_batch_statements: int = 500
     max_statement_chars: int = 64 * 1024
+    #: SQL work one request (a batch, or an RPC request with all its calls) may cost
+    max_request_steps: int = 100_000_000
 
 
 class SqlError(Exception):
@@ -99,6 +114,56 @@ _OUT_OF_RESOURCES = SqlError(8623, 1, 16, "The query processor ran out of intern
                              "a very large number of tables or partitions. Please simplify the "
                              "query. If you believe you have received this message in error, "
                              "contact Customer Support Services for more information.")
+
+
+#: what the rest of a request gets once its work budget is spent. Attention and "Query timeout
+#: expired" are client-side; 8645 is the server's own timeout on a query kept waiting for a
+#: memory grant on a busy server: severity 17, so the batch is aborted and the connection kept,
+#: and clients retry it as they would against a loaded production instance
+_REQUEST_SPENT = SqlError(8645, 1, 17, "A timeout occurred while waiting for memory resources "
+                          "to execute the query in resource pool 'default' (2). Rerun the query.")
+
+#: the cost model, in SQLite VM steps (~10 ns each): what parsing and translating costs in
+#: Python, measured against the steps SQLite runs in the same time
+STATEMENT_STEPS = 20_000  # a statement's fixed cost (parse, rewrite, generate, dispatch)
+TOKEN_STEPS = 800  # per token of a statement parsed and translated
+TEXT_STEPS = 5  # per character of a batch split into statements (or a statement bound)
+CALL_STEPS = 20_000  # an RPC call decoded, recorded and dispatched
+PARAM_STEPS = 200  # per parameter of an RPC call
+_PERIOD = 10_000  # how often backend.Session's progress handler runs, in steps
+
+
+class Meter:
+    """One request's budget of SQL work, shared by all its statements and calls."""
+
+    __slots__ = ("limit", "spent")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent > self.limit
+
+    def charge(self, steps: int) -> None:
+        """Count `steps` of work about to be done; refused (8645) past the budget."""
+        self.spent += steps
+        if self.exhausted:
+            raise _REQUEST_SPENT
+
+
+class _MeteredSession(Session):
+    """The guarded SQLite session, whose VM steps also count against the request's meter."""
+
+    def __init__(self, engine: Engine, functions: dict[str, Callable[..., Any]],
+                 meter: Meter) -> None:
+        self.meter = meter
+        super().__init__(engine, functions)
+
+    def _progress(self) -> int:
+        self.meter.spent += _PERIOD
+        return 1 if super()._progress() or self.meter.exhausted else 0
 
 
 def _literal(value: str) -> str:
@@ -127,24 +192,31 @@ def _args(text: str) -> list[str]:
     return [_literal(re.sub(r"(?is)^@\w+\s*=\s*", "", a.strip())) for a in out]
 
 
-def split_batch(text: str) -> list[str]:
-    """Statements at top-level `;` and GO lines, quotes and comments respected."""
-    pieces: list[str] = []
-    for chunk in _GO.split(text):
+def split_batch(text: str, go: bool = True) -> list[str]:
+    """Statements at top-level `;` (and GO lines with `go`), quotes and comments respected."""
+    return [piece for piece, _ in split_counted(text, go)]
+
+
+def split_counted(text: str, go: bool = True) -> list[tuple[str, int]]:
+    """`split_batch` with each statement's token count (what parsing it will cost). GO is a
+    separator of client tools only: text that came by RPC is split without it."""
+    pieces: list[tuple[str, int]] = []
+    for chunk in _GO.split(text) if go else [text]:
         try:
             tokens = sqlglot.tokenize(chunk, read="tsql")
         except SqlglotError:
-            pieces.append(chunk)
+            pieces.append((chunk, len(chunk) // 2 + 1))
             continue
         start = 0
         depth = 0
+        count = 0
         head = ""  # the current statement's first word
         prev = ""
         for tok in tokens:
             word = tok.text.upper()
             if tok.token_type == TokenType.SEMICOLON:
-                pieces.append(chunk[start:tok.start])
-                start, head, prev = tok.end + 1, "", ""
+                pieces.append((chunk[start:tok.start], count))
+                start, head, prev, count = tok.end + 1, "", "", 0
                 depth = 0
                 continue
             if tok.token_type == TokenType.L_PAREN:
@@ -152,15 +224,48 @@ def split_batch(text: str) -> list[str]:
             elif tok.token_type == TokenType.R_PAREN:
                 depth = max(depth - 1, 0)
             elif depth == 0 and head and _starts_statement(word, head, prev, tok.token_type):
-                pieces.append(chunk[start:tok.start])
-                start, head = tok.start, ""
+                pieces.append((chunk[start:tok.start], count))
+                start, head, count = tok.start, "", 0
             elif word == "VALUES" and head == "INSERT":
                 head = "INSERT VALUES"  # a SELECT after the rows starts a statement
             if not head:
                 head = word
             prev = word
-        pieces.append(chunk[start:])
-    return [p.strip() for p in pieces if p.strip()]
+            count += 1
+        pieces.append((chunk[start:], count))
+    return [(p.strip(), n) for p, n in pieces if p.strip()]
+
+
+def bind(statement: str, values: dict[str, str], limit: int) -> str:
+    """`statement` with each @name of `values` (lower-case keys) replaced by its literal;
+    strings, comments and @@variables left alone. Past `limit` characters: error 8623."""
+    if not values:
+        return statement
+    try:
+        tokens = sqlglot.tokenize(statement, read="tsql")
+    except SqlglotError:
+        return statement  # what the batch path makes of it (a syntax error)
+    # an '@' the tokenizer saw as code (not inside a string or comment) starts a name
+    ats = {t.start for t in tokens if t.token_type == TokenType.PARAMETER and t.text == "@"}
+    out: list[str] = []
+    at = 0
+    size = 0
+    for m in _VARIABLE.finditer(statement):
+        if m.start() not in ats or statement[m.start() - 1:m.start()] == "@":
+            continue
+        lit = values.get(m.group().lower())
+        if lit is None:
+            continue
+        piece = statement[at:m.start()] + lit
+        size += len(piece)
+        if size > limit:
+            raise _OUT_OF_RESOURCES
+        out.append(piece)
+        at = m.end()
+    out.append(statement[at:])
+    if size + len(out[-1]) > limit:
+        raise _OUT_OF_RESOURCES
+    return "".join(out)
 
 
 _STARTERS = {"INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "EXEC", "EXECUTE", "USE",
@@ -196,18 +301,25 @@ class SqlSession:
         self.now = 0.0
         self.effects = Effects()
         self._backend: Session | None = None
+        #: the current request's budget of SQL work (machine calls `request` per message)
+        self.meter = Meter(setup.max_request_steps)
         #: statements answered with an error so far (an RPC's DONEPROC says if it failed)
         self.failures = 0
         #: inside a procedure called by RPC: DONEINPROC in place of DONE, none of them final
         self.inproc = False
+        #: values bound by RPC (lower-case @name): bound in the parse tree of a query, so
+        #: its columns keep their declared types; bound as literals in any other statement
+        self.params: dict[str, Bound] = {}
 
     # ------------------------------------------------------------ backend
 
     def backend(self) -> Session:
         if self._backend is None:
-            self._backend = self.s.engine.open(self._functions())
+            spent = self.meter.spent  # our own seeding is not the client's work
+            self._backend = _MeteredSession(self.s.engine, self._functions(), self.meter)
             self._backend.script(_SYS_DDL)
             self._seed(self._backend)
+            self.meter.spent = spent
         return self._backend
 
     def close(self) -> None:
@@ -280,26 +392,43 @@ class SqlSession:
 
     # ------------------------------------------------------------ batches
 
-    def batch(self, text: str, now: float, inproc: bool = False) -> bytes:
+    def request(self) -> None:
+        """A new request (batch or RPC) begins: its work budget is full again."""
+        self.meter.spent = 0
+
+    def batch(self, text: str, now: float, inproc: bool = False, rpc: bool = False,
+              params: dict[str, Bound] | None = None) -> bytes:
         """Every statement of `text` answered; the tokens of the whole reply (with `inproc`,
-        the body of a procedure called by RPC: the caller adds its DONEPROC)."""
+        the body of a procedure called by RPC: the caller adds its DONEPROC; `rpc`: text
+        that came by RPC, never split at GO)."""
         self.now = now
         self.inproc = inproc
+        self.params = params or {}
         try:
-            return self._batch(text)
+            return self._batch(text, not rpc)
         finally:
             self.inproc = False
+            self.params = {}
 
-    def _batch(self, text: str) -> bytes:
+    def _batch(self, text: str, go: bool) -> bytes:
         out = bytearray()
-        pieces = split_batch(text[:self.s.max_batch_chars])
-        for n, stmt in enumerate(pieces):
+        text = text[:self.s.max_batch_chars]
+        try:
+            self.meter.charge(TEXT_STEPS * len(text))
+        except SqlError as err:
+            return self._failed(err, True)
+        pieces = split_counted(text, go)
+        for n, (stmt, tokens) in enumerate(pieces):
             last = n == len(pieces) - 1
             try:
                 if n >= self.s.max_batch_statements or len(stmt) > self.s.max_statement_chars:
                     raise _OUT_OF_RESOURCES
+                self.meter.charge(STATEMENT_STEPS + TOKEN_STEPS * tokens)
                 out += self.statement(stmt, last)
             except SqlError as err:
+                if self.meter.exhausted:  # severity 17: the rest of the batch is not run
+                    out += self._failed(_REQUEST_SPENT, True)
+                    break
                 out += self._failed(err, last)
             except RecursionError:
                 out += self._failed(_TOO_DEEP, last)
@@ -326,6 +455,10 @@ class SqlSession:
         return T.done(status, rows or 0, curcmd, self.tds, kind=0xFF if self.inproc else 0xFD)
 
     def statement(self, stmt: str, last: bool) -> bytes:
+        raw = stmt
+        if self.params:
+            stmt = bind(stmt, {k: b.literal for k, b in self.params.items()},
+                        self.s.max_batch_chars)
         low = " ".join(stmt.lower().split())
         if _RECONFIGURE.fullmatch(low) or low == "reconfigure":
             self.reconfigure()
@@ -344,7 +477,7 @@ class SqlSession:
             return self.execute(stmt, last)
         if first in ("set", "begin", "commit", "rollback", "print", "declare", "dbcc"):
             return self._done(last)
-        return self.query(stmt, last)
+        return self.query(raw, last)
 
     def use(self, name: str, last: bool) -> bytes:
         if name.lower() not in DATABASES:
@@ -499,6 +632,7 @@ class SqlSession:
         if tree is None or isinstance(tree, exp.Command | exp.Execute):
             raise SqlError(102, 1, 15, f"Incorrect syntax near '{_near(stmt)}'.")
         names = _select_names(tree)
+        types = self._select_types(tree)
         try:
             sql = self._rewrite(tree).sql("sqlite")
         except SqlglotError:
@@ -506,6 +640,8 @@ class SqlSession:
         try:
             outcome = self.backend().run(sql)
         except Interrupted:
+            if self.meter.exhausted:
+                raise _REQUEST_SPENT from None
             raise SqlError(1222, 51, 16, "Lock request time out period exceeded.") from None
         except sqlite3.Error as exc:
             raise _map_error(exc, stmt) from None
@@ -513,11 +649,31 @@ class SqlSession:
             rows = outcome.rowcount if isinstance(tree, exp.Insert | exp.Update
                                                   | exp.Delete) else None
             return self._done(last, rows)
-        cols = _columns(names, outcome.names, outcome.rows)
+        cols = _columns(names, outcome.names, outcome.rows, types)
         return self._result(cols, [tuple(_plain(v) for v in r) for r in outcome.rows], last)
+
+    def _bound(self, node: exp.Expression) -> Bound | None:
+        """The value bound to `node` if it is an @name given by RPC."""
+        if not self.params or not isinstance(node, exp.Parameter) \
+                or isinstance(node.this, exp.Parameter):
+            return None
+        return self.params.get("@" + node.name.lower())
+
+    def _select_types(self, tree: exp.Expression) -> list[tuple[int, int, int, int] | None]:
+        """The declared type of each select column that is a bound value alone."""
+        if not self.params or not isinstance(tree, exp.Select):
+            return []
+        out = []
+        for e in tree.expressions:
+            bound = self._bound(e.this if isinstance(e, exp.Alias) else e)
+            out.append(bound.column if bound is not None else None)
+        return out
 
     def _rewrite(self, tree: exp.Expression) -> exp.Expression:
         def fix(node: exp.Expression) -> exp.Expression:
+            bound = self._bound(node)
+            if bound is not None:
+                return _value_node(bound.value)
             if isinstance(node, exp.Parameter) and isinstance(node.this, exp.Parameter):
                 name = node.this.name or node.this.this.name
                 return exp.Anonymous(this="sysvar", expressions=[exp.Literal.string(name)])
@@ -534,6 +690,25 @@ class SqlSession:
             return node
 
         return tree.transform(fix)
+
+
+def _value_node(v: object) -> exp.Expression:
+    """A bound value as a parse-tree node (never as text pasted into code)."""
+    if v is None:
+        return exp.Null()
+    if isinstance(v, bool):
+        return exp.Literal.number(int(v))
+    if isinstance(v, int | float):
+        return exp.Literal.number(repr(v) if isinstance(v, float) else str(v))
+    if isinstance(v, Decimal):
+        return exp.Literal.number(format(v, "f"))
+    if isinstance(v, bytes):
+        return exp.HexString(this=v.hex())
+    text = str(v)
+    if "\x00" in text:  # the SQLite driver refuses NUL in statement text
+        return exp.Cast(this=exp.HexString(this=text.encode("utf-8").hex()),
+                        to=exp.DataType.build("text"))
+    return exp.Literal.string(text)
 
 
 def _near(stmt: str) -> str:
@@ -561,11 +736,15 @@ def _select_names(tree: exp.Expression) -> list[str] | None:
     return names
 
 
-def _columns(names: list[str] | None, found: list[str],
-             rows: list[tuple[Any, ...]]) -> list[T.Column]:
+def _columns(names: list[str] | None, found: list[str], rows: list[tuple[Any, ...]],
+             types: list[tuple[int, int, int, int] | None] | None = None) -> list[T.Column]:
     cols = []
     for i, raw in enumerate(found):
         name = names[i] if names is not None and i < len(names) else raw
+        spec = types[i] if types and i < len(types) else None
+        if spec is not None:  # a bound value: its declared type
+            cols.append(T.Column(name, *spec))
+            continue
         values = [r[i] for r in rows if r[i] is not None]
         if values and all(isinstance(v, int) for v in values):
             big = any(not -2**31 <= v < 2**31 for v in values)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 HEADER = 8
 # packet types
@@ -36,6 +38,12 @@ BITN = 0x68
 FLTN = 0x6D
 NVARCHAR = 0xE7
 BIGVARBINARY = 0xA5
+BIGVARCHAR = 0xA7
+DECIMALN = 0x6A
+MONEYN = 0x6E
+DATETIMN = 0x6F
+_ONE_BYTE = (INTN, FLTN, BITN, MONEYN, DATETIMN)
+_EPOCH = datetime(1900, 1, 1)
 #: SQL_Latin1_General_CP1_CI_AS: LCID 0x0409, flags 0xD0, sort id 52
 COLLATION = b"\x09\x04\xd0\x00\x34"
 
@@ -134,8 +142,10 @@ def sspi(token: bytes) -> bytes:
 @dataclass(frozen=True, slots=True)
 class Column:
     name: str
-    type: int  # INTN, FLTN, BITN, NVARCHAR or BIGVARBINARY
-    size: int  # INTN/FLTN: bytes; NVARCHAR/BIGVARBINARY: max bytes
+    type: int  # INTN, FLTN, BITN, MONEYN, DATETIMN, DECIMALN, (N)VARCHAR or BIGVARBINARY
+    size: int  # fixed kinds and DECIMALN: bytes; the variable ones: max bytes
+    precision: int = 0  # DECIMALN
+    scale: int = 0  # DECIMALN
 
 
 def colmetadata(columns: list[Column], tds: int) -> bytes:
@@ -144,9 +154,11 @@ def colmetadata(columns: list[Column], tds: int) -> bytes:
         out += struct.pack("<I", 0) if tds >= 0x72 else struct.pack("<H", 0)
         out += struct.pack("<H", 0x0001)  # nullable
         out += bytes([c.type])
-        if c.type in (INTN, FLTN, BITN):
+        if c.type in _ONE_BYTE:
             out += bytes([c.size])
-        elif c.type == NVARCHAR:
+        elif c.type == DECIMALN:
+            out += bytes([c.size, c.precision, c.scale])
+        elif c.type in (NVARCHAR, BIGVARCHAR):
             out += struct.pack("<H", c.size) + COLLATION
         else:
             out += struct.pack("<H", c.size)
@@ -162,23 +174,70 @@ def row(columns: list[Column], values: tuple[object, ...]) -> bytes:
 
 
 def value(c: Column, v: object) -> bytes:
-    if c.type in (INTN, FLTN, BITN):
+    """`v` in the column's wire form; a value the type cannot hold goes as NULL (a row is
+    never refused: SQLite's loose typing may hand back anything)."""
+    try:
+        return _value(c, v)
+    except (ValueError, TypeError, OverflowError, ArithmeticError, struct.error):
+        return b"\x00" if c.type in _ONE_BYTE or c.type == DECIMALN else b"\xff\xff"
+
+
+def _value(c: Column, v: object) -> bytes:
+    if c.type in _ONE_BYTE or c.type == DECIMALN:
         if v is None:
             return b"\x00"
         if c.type == FLTN:
-            return b"\x08" + struct.pack("<d", float(v))  # type: ignore[arg-type]
+            return bytes([c.size]) + struct.pack("<d" if c.size == 8 else "<f",
+                                                 float(v))  # type: ignore[arg-type]
         if c.type == BITN:
             return b"\x01" + (b"\x01" if v else b"\x00")
+        if c.type == MONEYN:
+            n = int(_decimal(v).scaleb(4).to_integral_value())
+            if c.size == 4:
+                return b"\x04" + struct.pack("<i", n)
+            return b"\x08" + struct.pack("<iI", n >> 32, n & 0xFFFFFFFF)
+        if c.type == DATETIMN:
+            return b"\x08" + _datetime(v)
+        if c.type == DECIMALN:
+            n = int(_decimal(v).scaleb(c.scale).to_integral_value())
+            if abs(n) >= 10 ** c.precision:
+                raise OverflowError
+            return (bytes([c.size, 1 if n >= 0 else 0])
+                    + abs(n).to_bytes(c.size - 1, "little"))
         n = int(v)  # type: ignore[call-overload]
-        return (b"\x04" + struct.pack("<i", n)) if c.size == 4 else \
-            (b"\x08" + struct.pack("<q", n))
+        fmt = {1: "<B", 2: "<h", 4: "<i", 8: "<q"}[c.size]
+        return bytes([c.size]) + struct.pack(fmt, n)
     if v is None:
         return b"\xff\xff"
     if c.type == NVARCHAR:
         data = ucs2(str(v))[:c.size]
+    elif c.type == BIGVARCHAR:
+        data = (v if isinstance(v, bytes) else str(v).encode("cp1252", "replace"))[:c.size]
     else:
         data = (v if isinstance(v, bytes) else str(v).encode())[:c.size]
     return struct.pack("<H", len(data)) + data
+
+
+def _decimal(v: object) -> Decimal:
+    if isinstance(v, bytes):
+        raise TypeError
+    try:
+        return Decimal(str(v))
+    except InvalidOperation:
+        raise ValueError from None
+
+
+def _datetime(v: object) -> bytes:
+    """DATETIME: days since 1900-01-01 and 1/300 s since midnight."""
+    t = datetime.fromisoformat(str(v).strip())
+    delta = t.replace(tzinfo=None) - _EPOCH
+    ticks = round((delta.seconds * 1_000_000 + delta.microseconds) * 3 / 10_000)
+    return struct.pack("<iI", delta.days, ticks)
+
+
+def decimal_size(precision: int) -> int:
+    """DECIMALN's value size for a precision (MS-TDS 2.2.5.5.1.6)."""
+    return 5 if precision <= 9 else 9 if precision <= 19 else 13 if precision <= 28 else 17
 
 
 # ------------------------------------------------------------- reading

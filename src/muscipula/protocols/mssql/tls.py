@@ -69,15 +69,31 @@ class TdsTls:
     # -------------------------------------------------------------- input
 
     def feed(self, data: bytes) -> Fed:
-        """Bytes from the peer. Raises TlsFailure on broken TLS or a bound exceeded."""
+        """Bytes from the peer. Raises TlsFailure on broken TLS or a bound exceeded.
+
+        A read may be far larger than `limit` (the event loop hands up to 256 KiB): it is
+        taken in slices, each decrypted before the next goes in, so only bytes that stay
+        held (an unfinished record or handshake packet) count against the bound."""
         fed = Fed()
-        if not self.handshaken:
-            self._handshake_input(data, fed)
-            if not self.handshaken:
+        view = memoryview(data)
+        step = max(self.limit // 2, 1)
+        while view and not self.handshaken:
+            piece, view = view[:step], view[step:]
+            self._handshake_input(bytes(piece), fed)
+            if fed.clear:  # no TLS after all: the rest of the read is clear TDS too
+                fed.clear += bytes(view)
                 return fed
-        elif data:
-            self._push(data)
-        fed.plain = self._read_plain()
+        if not self.handshaken:
+            return fed
+        plain = [self._read_plain()]  # what the handshake's last slice carried behind it
+        while view:
+            room = self.limit - self._in.pending
+            if room <= 0:
+                raise TlsFailure("max_tls_buffer", b"")
+            piece, view = view[:room], view[room:]
+            self._in.write(piece)
+            plain.append(self._read_plain())
+        fed.plain = b"".join(plain)
         return fed
 
     def _push(self, data: bytes) -> None:
