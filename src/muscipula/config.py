@@ -158,6 +158,9 @@ class Sinks(Strict):
     #: niceness of the sink process: recording is work that may wait, answering the
     #: network is not (backpressure keeps the wait bounded)
     nice: int = Field(10, ge=0, le=19)
+    #: ended connections each sink remembers, so that what comes after the end (a
+    #: download, an emulation's findings) is still written with its connection
+    max_late_connections: PositiveInt = 50_000
 
 
 class Store(Strict):
@@ -165,6 +168,78 @@ class Store(Strict):
     max_file_bytes: PositiveInt = 64 * 1024 * 1024
     max_total_bytes: PositiveInt = 8 * 1024 * 1024 * 1024
     max_open_files: PositiveInt = 1024
+
+
+class Download(Strict):
+    """Fetching the URLs attackers offer (download.offer), as the reference's curl, ftp and
+    tftp handlers did, but bounded and never towards the operator's own networks."""
+
+    enabled: bool = True
+    schemes: list[str] = ["http", "https", "ftp", "tftp"]
+    max_bytes: PositiveInt = 16 * 1024 * 1024
+    #: a whole fetch, redirects included
+    timeout: Seconds = 120.0
+    connect_timeout: Seconds = 10.0
+    #: a transfer slower than this many bytes a second over `slow_window` is given up
+    min_rate: NonNegInt = 10
+    slow_window: Seconds = 30.0
+    max_redirects: NonNegInt = 5
+    max_concurrent: PositiveInt = 8
+    #: offers waiting for a slot; more are refused and counted
+    max_pending: PositiveInt = 256
+    #: the same URL is fetched once in this many seconds; later offers reuse that result
+    repeat_window: NonNegInt = 3600
+    #: destinations allowed although loopback, private, link-local or reserved (CIDRs);
+    #: every other such destination is refused (tests allow 127.0.0.0/8)
+    allow_networks: list[str] = []
+    user_agent: str = "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)"
+    #: URLs remembered for `repeat_window` (fetches running or waiting are never forgotten)
+    memo_entries: PositiveInt = 4096
+    #: connections one running fetch may serve besides the one that offered it
+    max_waiters: PositiveInt = 256
+    #: TFTP: seconds without an answer before a packet is sent again, and how often
+    tftp_timeout: Seconds = 2.0
+    tftp_retries: NonNegInt = 5
+    #: offers from these services name a file the peer uploaded to this host (already
+    #: captured by the service): they are not fetched
+    upload_sources: list[str] = ["ftp", "tftp"]
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a network: {net!r}") from exc
+        return value
+
+
+class Shellcode(Strict):
+    """Finding shellcode in what peers sent and emulating it to learn what it fetches."""
+
+    enabled: bool = True
+    #: services whose inbound bytes are scanned when a connection ends (from its transcript)
+    services: list[str] = ["smb", "epmapper", "mssql", "mysql", "http", "blackhole", "ftp"]
+    #: inbound bytes of one connection looked at
+    max_scan_bytes: PositiveInt = 1024 * 1024
+    #: GetPC candidates emulated per connection
+    max_candidates: PositiveInt = 8
+    #: emulator worker processes
+    workers: PositiveInt = 1
+    #: connections waiting for the emulator; more are counted and not emulated
+    max_pending: PositiveInt = 64
+    #: wall seconds one emulation may run
+    timeout: Seconds = 5.0
+    #: API calls one emulation may make
+    max_api_calls: PositiveInt = 5000
+    #: bytes of one window of code emulated (and stored) from where its chunk starts
+    max_shellcode_bytes: PositiveInt = 64 * 1024
+
+
+class Capture(Strict):
+    download: Download = Download()
+    shellcode: Shellcode = Shellcode()
 
 
 class Paths(Strict):
@@ -183,6 +258,7 @@ class Config(Strict):
     limits: Limits = Limits()
     sinks: Sinks = Sinks()
     store: Store = Store()
+    capture: Capture = Capture()
     paths: Paths = Paths()
     run_as: RunAs = RunAs()
     services: dict[str, ServiceConfig] = {}

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from muscipula import services
+from muscipula.capture.hub import CaptureHub
 from muscipula.config import Config
 from muscipula.incidents import Bus, Connection
 from muscipula.net import datagram, stream
@@ -76,6 +77,7 @@ class Engine:
     udp: list[asyncio.DatagramTransport] = field(default_factory=list)
     shared: Shared | None = None
     persona: PersonaView | None = None
+    capture: CaptureHub | None = None
 
     def bind_all(self) -> list[tuple[Endpoint, socket.socket]]:
         """Bind every endpoint; raises BindError naming the first that fails.
@@ -116,17 +118,20 @@ class Engine:
         host = self._sink_host = SinkHost(nice=cfg.nice)
         self.bus.max_hold = cfg.max_hold
         if cfg.logsql.enabled:
-            self.bus.add(host.sink("logsql", "logsql", self.state_dir / cfg.logsql.file),
+            self.bus.add(host.sink("logsql", "logsql", self.state_dir / cfg.logsql.file,
+                                   cfg.max_late_connections),
                          cfg.logsql.queue_size, cfg.logsql.batch_size,
                          backpressure=cfg.logsql.backpressure)
         if cfg.jsonlog.enabled:
             self.bus.add(host.sink("jsonlog", "jsonlog", self.state_dir / cfg.jsonlog.file,
-                                   cfg.jsonlog), cfg.jsonlog.queue_size,
+                                   cfg.jsonlog, cfg.max_late_connections),
+                         cfg.jsonlog.queue_size,
                          backpressure=cfg.jsonlog.backpressure)
         if cfg.hpfeeds.enabled:
             from muscipula.sinks.hpfeeds import Hpfeeds
 
-            self.bus.add(Hpfeeds(cfg.hpfeeds), cfg.hpfeeds.queue_size, 100,
+            self.bus.add(Hpfeeds(cfg.hpfeeds, max_late=cfg.max_late_connections),
+                         cfg.hpfeeds.queue_size, 100,
                          backpressure=cfg.hpfeeds.backpressure)
 
     async def start(self, bound: list[tuple[Endpoint, socket.socket]]) -> None:
@@ -141,6 +146,8 @@ class Engine:
         store = Store(self.state_dir / cfg.store.dir, cfg.store.max_file_bytes,
                       cfg.store.max_total_bytes, cfg.store.max_open_files)
         self._sinks()
+        capture = self.capture = CaptureHub(cfg.capture, store, self.bus)
+        capture.start()
         writer = self._sink_host.transcripts(self.state_dir / cfg.paths.transcripts)
         shared = self.shared = Shared(bus=self.bus, store=store,
                                       caps=Caps(cfg.limits.max_connections),
@@ -155,6 +162,7 @@ class Engine:
         runtimes = {ep.service: self._runtime(ep.service, shared, persona) for ep, _ in bound}
         for rt in runtimes.values():  # one context per distinct profile, made before the drop
             rt.tls_context = tls.getter(rt.name)
+            rt.scan = capture.scanner(rt.name)
         self._hand_over_state()
         await self._sink_host.start(cfg.run_as.user, cfg.run_as.group)
         drop_privileges(cfg.run_as.user, cfg.run_as.group)
@@ -202,6 +210,8 @@ class Engine:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
         await asyncio.sleep(0)
+        if self.capture is not None:
+            await self.capture.close()
         await self.bus.close()
         if self.shared is not None and self.shared.transcripts is not None:
             await self.shared.transcripts.aclose()

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,12 +67,25 @@ REGISTRY: dict[str, Spec] = {
     "download.complete.again": _s("captured file was seen before", "url", "md5", "sha256",
                                   "size"),
     "store.refused": _s("a capture was cut short by the store quota", "url", "reason", "size"),
+    # --- capture
+    "download.failed": _s("an offered URL was not fetched, and why", "url", "reason",
+                          "detail"),
+    "shellcode.detected": _s("shellcode found in what a peer sent", "offset", "size",
+                             "sha256"),
+    "emu.profile": _s("the API calls emulated shellcode made ({call, args, return} list)",
+                      "profile"),
+    "emu.service": _s("emulated shellcode opened a shell: bindshell://port or "
+                      "connectbackshell://host:port", "url"),
     # services
     "blackhole.data": _s("bytes that arrived at the blackhole", "size"),
     # --- sip
     "sip.command": _s("a SIP request and the status it was answered with", "method",
                       "call_id", "addr", "to", "contact", "from", "via", "sdp", "allow",
                       "user_agent", "status"),
+    "sip.rtp": _s("an answered call's RTP stream at its end (bye, cancel, idle, max_packets, "
+                  "max_bytes, call_end, closed)", "call_id", "local_port", "remote_host",
+                  "remote_port", "codec", "packets", "bytes", "payload_types", "ssrc",
+                  "duration", "dtmf", "ignored", "malformed", "recorded", "end"),
     # --- ftp
     "ftp.command": _s("an FTP command line", "command", "arguments"),
     "ftp.bounce": _s("PORT/EPRT to another host or a privileged port, refused",
@@ -255,6 +268,8 @@ class Bus:
         self._channels: list[_Channel] = []
         self.emitted = 0
         self.unknown: dict[str, int] = {}
+        #: in-process consumers of some names (the downloader), called at emit
+        self._subscribers: dict[str, list[Callable[[Incident], None]]] = {}
         #: a sink with backpressure is half full: connections stop being read
         #: (`hold`) until every such queue is down to two fifths, so that a flood is
         #: slowed to what the sinks record instead of being recorded in part
@@ -271,6 +286,10 @@ class Bus:
             linger: float = LINGER, backpressure: bool = False) -> None:
         self._channels.append(_Channel(self, sink, queue_size, batch_size, linger,
                                        backpressure))
+
+    def subscribe(self, name: str, fn: Callable[[Incident], None]) -> None:
+        """`fn` sees every `name` incident as it is emitted; it must not block or raise."""
+        self._subscribers.setdefault(name, []).append(fn)
 
     def hold(self, who: Holdable) -> None:
         """`who` has paused its reading; it is resumed when the sinks caught up."""
@@ -332,6 +351,14 @@ class Bus:
             if ch.idle:
                 ch.idle = False
                 ch.wakeup.set()
+        if self._subscribers:
+            subscribers = self._subscribers.get(name)
+            if subscribers:
+                for fn in subscribers:
+                    try:
+                        fn(incident)
+                    except Exception:
+                        log.exception("a subscriber of %s failed", name)
 
     def counters(self) -> dict[str, Counters]:
         for ch in self._channels:

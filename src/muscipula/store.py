@@ -24,6 +24,18 @@ class Stored:
     truncated: bool
 
 
+def stored_incidents(url: str, stored: Stored, complete: bool
+                     ) -> list[tuple[str, dict[str, object]]]:
+    """The incidents a finished capture raises, as the reference's store handler did:
+    complete, then hash, then unique or again (the last two share one fields object)."""
+    base: dict[str, object] = {"url": url, "md5": stored.md5, "sha256": stored.sha256,
+                               "size": stored.size}
+    return [("download.complete", {**base, "path": str(stored.path),
+                                   "complete": complete and not stored.truncated}),
+            ("download.complete.hash", base),
+            ("download.complete.unique" if stored.new else "download.complete.again", base)]
+
+
 class Capture:
     """One file being captured. Not thread-safe; one per stream per connection."""
 

@@ -229,3 +229,26 @@ def test_wire_helpers():
         return ""
 
     assert "out of bounds" in asyncio.run(bad_frame())
+
+
+def test_a_capture_after_its_connections_end_keeps_its_addresses():
+    sink = Hpfeeds(HpfeedsSink(enabled=True), max_late=1)
+    a = Connection(1, "tcp", "httpd", "accept", "192.0.2.1", 80, "203.0.113.9", 40001)
+    b = Connection(2, "tcp", "httpd", "accept", "192.0.2.1", 80, "203.0.113.8", 40002)
+    for c in (a, b):
+        sink._messages(Incident("connection.tcp.accept", c.id, 0.0, {"connection": c}))
+        sink._messages(Incident("connection.free", c.id, 0.0, {"connection": c}))
+    fields = {"url": "http://x/y", "md5": "0" * 32}
+    late = sink._messages(Incident("download.complete.again", 2, 0.0, fields))
+    assert late[0][0] == hpfeeds.CAPTURE and late[0][1]["saddr"] == "203.0.113.8"
+    forgotten = sink._messages(Incident("download.complete.again", 1, 0.0, fields))
+    assert forgotten[0][1]["saddr"] == ""  # past max_late
+
+
+def test_file_paths_are_remembered_newest_first_past_the_bound(monkeypatch):
+    monkeypatch.setattr(hpfeeds, "MAX_PATHS", 3)
+    sink = Hpfeeds(HpfeedsSink(enabled=True))
+    for n in range(5):
+        sink._messages(Incident("download.complete", 1, 0.0,
+                                {"md5": f"{n:032x}", "path": f"/store/{n}"}))
+    assert list(sink.paths) == [f"{n:032x}" for n in (2, 3, 4)]

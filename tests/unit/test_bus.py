@@ -289,3 +289,19 @@ def test_close_gives_up_on_waiting_sinks_and_every_incident_is_counted():
         c = bus.counters()[name]
         assert c.emitted == 12 and c.written == 0
         assert c.emitted == c.written + c.dropped + c.failed, (name, c)
+
+
+def test_subscribers_see_their_name_only_and_a_failing_one_hurts_no_one():
+    bus = Bus()
+    seen: list[Incident] = []
+
+    def broken(inc: Incident) -> None:
+        raise RuntimeError("subscriber bug")
+
+    bus.subscribe("download.offer", broken)
+    bus.subscribe("download.offer", seen.append)
+    bus.emit("download.offer", 7, {"url": "http://192.0.2.1/x"})
+    bus.emit("login", 7, {"username": "sa"})
+    assert [(i.name, i.conn, i.fields["url"]) for i in seen] == [
+        ("download.offer", 7, "http://192.0.2.1/x")]
+    assert bus.emitted == 2

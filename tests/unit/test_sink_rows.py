@@ -42,8 +42,8 @@ def free(c: Connection, reason: str = "closed") -> Incident:
                                                       "duration": 1.5})
 
 
-def write_sql(path: Path, batches: list[list[Incident]]) -> LogSql:
-    sink = LogSql(path)
+def write_sql(path: Path, batches: list[list[Incident]], max_late: int = 50_000) -> LogSql:
+    sink = LogSql(path, max_late)
     sink.open_sync()
     for batch in batches:
         sink.write_sync(batch)
@@ -51,8 +51,9 @@ def write_sql(path: Path, batches: list[list[Incident]]) -> LogSql:
     return sink
 
 
-def write_json(path: Path, batches: list[list[Incident]], **cfg: Any) -> list[dict[str, Any]]:
-    sink = JsonLog(path, JsonSink(**cfg))
+def write_json(path: Path, batches: list[list[Incident]], max_late: int = 50_000,
+               **cfg: Any) -> list[dict[str, Any]]:
+    sink = JsonLog(path, JsonSink(**cfg), max_late)
     sink.open_sync()
     for batch in batches:
         sink.write_sync(batch)
@@ -105,12 +106,41 @@ def test_a_repeated_request_for_an_unknown_connection_is_skipped_not_written(tmp
     batch = [Incident("connection.tcp.accept", 1, T0, {"connection": a}),
              Incident("http.request", 1, T0, shared), Incident("http.request", 9, T0, shared),
              Incident("http.request", 1, T0, shared), free(a),
-             Incident("http.request", 1, T0, shared)]  # after its end: no row
+             Incident("http.request", 1, T0, shared)]  # after its end: still its connection's
     sink = write_sql(tmp_path / "db.sqlite", [batch])
     db = sqlite3.connect(tmp_path / "db.sqlite")
     assert db.execute("SELECT connection, http_request_target FROM http_requests").fetchall() \
-        == [(1, "/flood"), (1, "/flood")]
-    assert sink.skipped == 2
+        == [(1, "/flood")] * 3
+    assert sink.skipped == 1
+
+
+def done(url: str, md5: str) -> dict[str, Any]:
+    return {"url": url, "md5": md5, "sha256": "0" * 64, "size": 3}
+
+
+def test_what_comes_after_a_connections_end_is_written_with_it_within_max_late(tmp_path):
+    a, b, c = conn(1), conn(2), conn(3)
+    first = [Incident("connection.tcp.accept", i, T0, {"connection": x})
+             for i, x in ((1, a), (2, b), (3, c))] + [free(a), free(b), free(c)]
+    # a download finishing and an emulation's findings, after the end; max_late 2: the
+    # oldest ended connection (1) is forgotten, its late row skipped and counted
+    later = [Incident("download.complete.hash", n, T0, done(f"http://x/{n}", f"{n:032x}"))
+             for n in (1, 2, 3)]
+    later += [Incident("emu.profile", 3, T0, {"profile": [{"call": "WinExec"}]}),
+              Incident("emu.service", 2, T0, {"url": "bindshell://4444"})]
+    sink = write_sql(tmp_path / "db.sqlite", [first, later], max_late=2)
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    assert db.execute("SELECT connection, download_url FROM downloads ORDER BY 1").fetchall() \
+        == [(2, "http://x/2"), (3, "http://x/3")]
+    assert db.execute("SELECT connection, emu_profile_json FROM emu_profiles").fetchall() \
+        == [(3, '[{"call":"WinExec"}]')]
+    assert db.execute("SELECT connection, emu_service_url FROM emu_services").fetchall() \
+        == [(2, "bindshell://4444")]
+    assert sink.skipped == 1
+    lines = write_json(tmp_path / "c.json", [first, later], max_late=2)
+    late = [line for line in lines if line.get("after_end")]
+    assert [(x["src_port"], x["downloads"][0]["url"]) for x in late if "downloads" in x] \
+        == [(b.remote_port, "http://x/2"), (c.remote_port, "http://x/3")]
 
 
 def test_connection_ids_continue_after_a_reopen_and_roots_point_home(tmp_path):

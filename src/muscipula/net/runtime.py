@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from muscipula.config import Limits
-from muscipula.incidents import Bus
+from muscipula.incidents import Bus, Connection
 from muscipula.services import MachineFactory
 from muscipula.store import Store
 
@@ -99,6 +99,8 @@ class ServiceRuntime:
     shared: Shared
     #: this service's own TLS context (its product's profile); None: the host's
     tls_context: Callable[[], ssl.SSLContext] | None = None
+    #: handed each ended connection's transcript, to look for shellcode (capture/hub.py)
+    scan: Callable[[Connection, bytes | bytearray], None] | None = None
 
     def ssl_context(self) -> ssl.SSLContext:
         """The context TLS on this service's connections and children is made from."""

@@ -31,7 +31,7 @@ from muscipula.machine import (
     Wake,
 )
 from muscipula.net.runtime import ServiceRuntime
-from muscipula.store import Capture
+from muscipula.store import Capture, stored_incidents
 from muscipula.transcripts import FRAME, REPEAT
 
 log = logging.getLogger(__name__)
@@ -271,12 +271,8 @@ class Session:
         capture = self.captures.pop(stream)
         if capture is None:
             return
-        stored = capture.finish()
-        base = {"url": url, "md5": stored.md5, "sha256": stored.sha256, "size": stored.size}
-        self.emit("download.complete", {**base, "path": str(stored.path),
-                                        "complete": complete and not stored.truncated})
-        self.emit("download.complete.hash", base)
-        self.emit("download.complete.unique" if stored.new else "download.complete.again", base)
+        for name, fields in stored_incidents(url, capture.finish(), complete):
+            self.emit(name, fields)
 
     # ------------------------------------------------------------------ closing
 
@@ -314,6 +310,11 @@ class Session:
         })
         writer = self.rt.shared.transcripts
         buf = self.transcript
+        if buf and self.rt.scan is not None:
+            try:
+                self.rt.scan(self.conn, buf)
+            except Exception:
+                log.exception("%s: scanning a transcript failed", self.rt.name)
         if writer is not None and buf:
             # the bytes stay charged until the writer has sent or dropped them (its release)
             writer.put(self.conn, self.started, buf)

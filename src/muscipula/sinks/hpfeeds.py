@@ -35,6 +35,8 @@ AUTH_GRACE = 0.3  # a broker refusing AUTH says so at once; wait that long befor
 CONNECT_TIMEOUT = 10.0
 
 CONNECTIONS = "dionaea.connections"  # compat: feed consumers subscribe by these names
+#: stored files remembered for the capture messages that follow (oldest forgotten first)
+MAX_PATHS = 10_000
 CAPTURE = "dionaea.capture"  # compat: feed consumers subscribe by these names
 DCERPC = "dionaea.dcerpcrequests"  # compat: feed consumers subscribe by these names
 SHELLCODE = "dionaea.shellcodeprofiles"  # compat: feed consumers subscribe by these names
@@ -101,11 +103,15 @@ class Hpfeeds:
 
     name = "hpfeeds"
 
-    def __init__(self, cfg: HpfeedsSink, max_pending: int | None = None) -> None:
+    def __init__(self, cfg: HpfeedsSink, max_pending: int | None = None,
+                 max_late: int = 50_000) -> None:
         self.cfg = cfg
         self.pending: deque[bytes] = deque()
         self.max_pending = max_pending or cfg.queue_size
         self.conns: dict[int, Connection] = {}
+        #: the last `max_late` ended connections (oldest first), for captures after the end
+        self.ended: dict[int, Connection] = {}
+        self.max_late = max_late
         self.paths: dict[str, str] = {}  # md5 -> stored file, from download.complete
         self.published = 0
         self.dropped = 0
@@ -172,11 +178,19 @@ class Hpfeeds:
                 "remote_port": f.get("remote_port"), "remote_hostname": "",
                 "local_host": "", "local_port": 0}), inc)]
         if name == "connection.free":
-            self.conns.pop(inc.conn, None)
+            c = self.conns.pop(inc.conn, None)
+            if c is not None:
+                self.ended[inc.conn] = c
+                if len(self.ended) > self.max_late:
+                    del self.ended[next(iter(self.ended))]
             return []
         if name == "download.complete":
-            if f.get("md5") and f.get("path") and len(self.paths) < 10_000:
-                self.paths[str(f["md5"])] = str(f["path"])
+            if f.get("md5") and f.get("path"):
+                paths = self.paths
+                paths.pop(str(f["md5"]), None)
+                paths[str(f["md5"])] = str(f["path"])  # newest last
+                if len(paths) > MAX_PATHS:
+                    del paths[next(iter(paths))]
             return []
         if name in ("download.complete.unique", "download.complete.again"):
             # addresses now: the connection may be gone by the time the file is read
@@ -199,7 +213,7 @@ class Hpfeeds:
                       "local_host": c.local_host, "local_port": c.local_port})
 
     def _addrs(self, conn_id: int) -> dict[str, str]:
-        c = self.conns.get(conn_id)
+        c = self.conns.get(conn_id) or self.ended.get(conn_id)
         if c is None:
             return {"saddr": "", "sport": "", "daddr": "", "dport": ""}
         return {"saddr": c.remote_host, "sport": str(c.remote_port), "daddr": c.local_host,

@@ -137,6 +137,31 @@ def _download(obj: dict[str, Any], inc: Incident) -> None:
            obj["_cap"])
 
 
+@detail("download.failed")
+def _download_failed(obj: dict[str, Any], inc: Incident) -> None:
+    f = inc.fields
+    append(obj, ("downloads_failed",), {"url": _text(f.get("url")), "reason": f.get("reason"),
+                                        "detail": _text(f.get("detail"))}, obj["_cap"])
+
+
+@detail("shellcode.detected", "emu.profile", "emu.service")
+def _emulation(obj: dict[str, Any], inc: Incident) -> None:
+    f = inc.fields
+    if inc.name == "shellcode.detected":
+        append(obj, ("shellcode", "detected"), {"offset": f.get("offset"), "size": f.get("size"),
+                                                "sha256": f.get("sha256")}, obj["_cap"])
+    elif inc.name == "emu.profile":
+        profile = f.get("profile")
+        if isinstance(profile, str):
+            try:
+                profile = json.loads(profile)
+            except ValueError:
+                pass
+        append(obj, ("shellcode", "profiles"), profile, obj["_cap"])
+    else:
+        append(obj, ("shellcode", "services"), _text(f.get("url")), obj["_cap"])
+
+
 @detail("protocol.error", "connection.limit", "store.refused")
 def _event(obj: dict[str, Any], inc: Incident) -> None:
     f = inc.fields
@@ -226,13 +251,21 @@ def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
+#: what a connection's line says of the connection itself (kept after its end)
+_HEAD = ("connection", "dst_ip", "dst_port", "src_hostname", "src_ip", "src_port", "timestamp")
+
+
 class JsonLog:
     name = "jsonlog"
 
-    def __init__(self, path: Path, cfg: JsonSink) -> None:
+    def __init__(self, path: Path, cfg: JsonSink, max_late: int = 50_000) -> None:
         self.path = path
         self.cfg = cfg
         self.open_conns: dict[int, dict[str, Any]] = {}
+        #: the heads of the last `max_late` ended connections (oldest first): what comes
+        #: after the end (a download, an emulation's findings) is a line of its own
+        self.ended: dict[int, dict[str, Any]] = {}
+        self.max_late = max_late
         self.file: RotatingFile | None = None
         self.overflow = 0
         #: incidents with something to fold whose connection was never seen (the sink
@@ -280,6 +313,10 @@ class JsonLog:
         c = fields["connection"]
         head = obj["connection"]
         head["transport"] = c.transport
+        ended = self.ended
+        ended[c.id] = {key: obj[key] for key in _HEAD}
+        if len(ended) > self.max_late:
+            del ended[next(iter(ended))]
         reason = fields.get("reason")
         if reason is not None:
             head["close_reason"] = _plain(reason) if not isinstance(reason, str) else reason
@@ -287,9 +324,23 @@ class JsonLog:
             return (_encode(flatten(obj)) + "\n").encode()
         return (dumps(obj) + "\n").encode()
 
+    def _late(self, cid: int, late: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+        """The object for an incident that came after its connection ended, if that
+        connection is still remembered: its head again, marked, written with this batch."""
+        obj = late.get(cid)
+        if obj is None:
+            head = self.ended.get(cid)
+            if head is None:
+                return None
+            obj = late[cid] = {**head, "connection": {**head["connection"]},
+                               "after_end": True, "_cap": self.cfg.max_items_per_connection,
+                               "_lists": {}, "_bytes": 0, "_left_out": 0, "_n": 0}
+        return obj
+
     def fold(self, batch: list[Incident]) -> list[bytes]:
         lines: list[bytes] = []
         conns = self.open_conns
+        late: dict[int, dict[str, Any]] = {}
         collectors = {} if self.cfg.flat_data else COLLECTORS
         budget = self.cfg.max_pending_bytes
         # (name, id(fields)) -> its item's text, within this batch: one fields object may
@@ -301,8 +352,10 @@ class JsonLog:
             if col is not None:  # the fast path: requests, commands
                 obj = conns.get(inc.conn)
                 if obj is None:
-                    self._skip(inc)
-                    continue
+                    obj = self._late(inc.conn, late)
+                    if obj is None:
+                        self._skip(inc)
+                        continue
                 obj["_n"] += 1
                 self.held += 1
                 lists = obj["_lists"]
@@ -348,9 +401,12 @@ class JsonLog:
             else:
                 obj = conns.get(inc.conn)
                 if obj is None:
-                    if name in FOLDERS or name in _SCOPED_NAMES:
+                    if name not in FOLDERS and name not in _SCOPED_NAMES:
+                        continue
+                    obj = self._late(inc.conn, late)
+                    if obj is None:
                         self._skip(inc)
-                    continue
+                        continue
                 obj["_n"] += 1
                 self.held += 1
                 fn = FOLDERS.get(name)
@@ -360,6 +416,15 @@ class JsonLog:
                     fn = SCOPED.get((name, obj["connection"]["protocol"]))
                     if fn is not None:
                         fn(obj, inc)
+        for obj in late.values():
+            del obj["_cap"], obj["_lists"]
+            self.pending_bytes -= obj.pop("_bytes")
+            self.held -= obj.pop("_n")
+            left_out = obj.pop("_left_out")
+            if left_out:
+                obj["items_left_out"] = left_out
+            lines.append(((_encode(flatten(obj)) if self.cfg.flat_data else dumps(obj))
+                          + "\n").encode())
         return lines
 
     def _skip(self, inc: Incident) -> None:

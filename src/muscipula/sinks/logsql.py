@@ -113,6 +113,17 @@ def _download(f: Mapping[str, Any]) -> tuple[Any, ...]:
     return text(f.get("url")), f.get("md5")
 
 
+@rows("emu.profile", "emu_profiles", ("emu_profile_json",))
+def _emu_profile(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    profile = f.get("profile")
+    return (profile if isinstance(profile, str) else as_json(profile),)
+
+
+@rows("emu.service", "emu_services", ("emu_service_url",))
+def _emu_service(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (text(f.get("url")),)
+
+
 @rows("connection.free", "connection_ends", (
     "connection_end_reason", "connection_end_bytes_in", "connection_end_bytes_out",
     "connection_end_duration"))
@@ -203,11 +214,15 @@ def _set_aside(db: sqlite3.Connection, name: str) -> None:
 class LogSql:
     name = "logsql"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_late: int = 50_000) -> None:
         self.path = path
         self.db: sqlite3.Connection | None = None
         #: the server's connection id -> its connections row, while it is open
         self.ids: dict[int, int] = {}
+        #: the same for the last `max_late` ended connections, for what comes after the end
+        #: (downloads, emulation): oldest first
+        self.ended: dict[int, int] = {}
+        self.max_late = max_late
         self.next_id = 1
         self.bad_rows = 0
         #: incidents not written because their connection was never seen (sink started late):
@@ -334,7 +349,7 @@ class LogSql:
                                 self._connection(c, conns, "replayed" in fields)
                     fn = writers.get(name)
                     if fn is not None:
-                        conn = ids.get(cid)
+                        conn = ids.get(cid) or self.ended.get(cid)
                         if conn is not None or not cid:
                             if conns:  # an inline writer may read its connection's row
                                 cur.executemany(_CONNECTION_INSERT, conns)
@@ -343,9 +358,11 @@ class LogSql:
                         else:
                             self.skipped += 1
                     if name == "connection.free":
-                        ids.pop(cid, None)
+                        self._ended(cid)
                     continue
                 conn = ids.get(cid)
+                if conn is None and cid in self.ended and name != "connection.free":
+                    conn = self.ended[cid]  # it came after its connection ended
                 if conn is None and name == "connection.free":
                     # a connection that ended while no sink process knew it (one died):
                     # its record comes with the end, found again or written now
@@ -375,7 +392,7 @@ class LogSql:
                     if name != "connection.free":
                         repeat = (name, fields, out, values)
                 if name == "connection.free":
-                    ids.pop(cid, None)
+                    self._ended(cid)
             if conns:
                 cur.executemany(_CONNECTION_INSERT, conns)
             for sql, values in pending.items():
@@ -384,6 +401,15 @@ class LogSql:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+
+    def _ended(self, cid: int) -> None:
+        rowid = self.ids.pop(cid, None)
+        if rowid is None:
+            return
+        ended = self.ended
+        ended[cid] = rowid
+        if len(ended) > self.max_late:
+            del ended[next(iter(ended))]
 
     def _inline(self, cur: sqlite3.Cursor, fn: RowWriter, inc: Incident, conn: int) -> None:
         try:

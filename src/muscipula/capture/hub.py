@@ -1,0 +1,66 @@
+"""What the engine starts beside the services: the downloader and the shellcode emulator.
+
+Both work after the fact (a fetch or an emulation outlives the connection that caused it),
+so their incidents may come after the connection's `connection.free`; the sinks keep
+such late incidents with their connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from muscipula.config import Capture
+from muscipula.incidents import Bus, Connection, Incident
+from muscipula.store import Store
+
+if TYPE_CHECKING:
+    from muscipula.capture.download import Downloader
+    from muscipula.capture.shellcode import Emulator
+
+log = logging.getLogger(__name__)
+
+Scan = Callable[[Connection, bytes | bytearray], None]
+
+
+class CaptureHub:
+    def __init__(self, cfg: Capture, store: Store, bus: Bus) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.bus = bus
+        self.downloader: Downloader | None = None
+        self.emulator: Emulator | None = None
+
+    def start(self) -> None:
+        """Before the privileges drop: the emulator's workers import their engine here."""
+        if self.cfg.download.enabled:
+            from muscipula.capture.download import Downloader
+
+            self.downloader = Downloader(self.cfg.download, self.store, self.bus)
+            self.bus.subscribe("download.offer", self._offer)
+        if self.cfg.shellcode.enabled:
+            from muscipula.capture.shellcode import Emulator
+
+            self.emulator = Emulator(self.cfg.shellcode, self.store, self.bus)
+
+    def _offer(self, incident: Incident) -> None:
+        assert self.downloader is not None
+        url = incident.fields.get("url")
+        if isinstance(url, str):
+            source = incident.fields.get("source")
+            self.downloader.offer(incident.conn, url, source if isinstance(source, str) else None)
+
+    def scanner(self, service: str) -> Scan | None:
+        """What a connection of `service` hands its transcript to when it ends, if anything."""
+        if self.emulator is None or service not in self.cfg.shellcode.services:
+            return None
+        return self.emulator.scan
+
+    async def close(self) -> None:
+        """Emulations finish (their offers are recorded); fetches still running are given
+        up and each says so with a download.failed."""
+        if self.emulator is not None:
+            await self.emulator.close()
+        if self.downloader is not None:
+            await self.downloader.close()
