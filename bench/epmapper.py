@@ -22,12 +22,12 @@ from lib import (
     concurrent,
     contenders,
     measure_rounds,
-    muscipula_rows,
     muscipula_services,
     one_and_many,
     run_async,
     start_muscipula,
     start_other,
+    unrecorded,
 )
 
 AREA = "epmapper"
@@ -129,15 +129,10 @@ def measure(board: Board, who: str, server: Server, port: int, duration: float) 
         duration, "50 concurrent", "calls did not end in a ServerAlive2 answer")
     if who != "muscipula":
         return
-    done = 1 + seq.count + con.count
-    server.stop()
-    rows = muscipula_rows(server, "SELECT count(*) FROM dcerpcrequests "
-                                  f"WHERE dcerpcrequest_opnum = {SERVER_ALIVE2} "
-                                  f"AND lower(dcerpcrequest_uuid) = '{OXID_RESOLVER}'")
-    missing = max(done - rows[0][0], 0)
-    board.add(AREA, "unrecorded", "answered but not in logsql", "count", who, missing,
-              higher_is_better=False)
-    print(f"  {who}: {rows[0][0]:,} dcerpcrequests rows for {done:,} calls", flush=True)
+    unrecorded(board, AREA, who, server, [
+        ("dcerpcrequests", "SELECT count(*) FROM dcerpcrequests WHERE dcerpcrequest_opnum = "
+         f"{SERVER_ALIVE2} AND lower(dcerpcrequest_uuid) = '{OXID_RESOLVER}'",
+         1 + seq.count + con.count)])
 
 
 def _start(who: str, tmp: Path) -> tuple[Server | None, int]:

@@ -293,6 +293,21 @@ def muscipula_rows(server: Server, sql: str) -> list[tuple[Any, ...]]:
         return db.execute(sql).fetchall()
 
 
+def unrecorded(board: Board, area: str, who: str, server: Server,
+               checks: list[tuple[str, str, int]]) -> None:
+    """Stop `server` and count what it answered but logsql lacks: for each (what, a COUNT
+    query, how many were answered), the rows missing; one "unrecorded" figure for them all."""
+    server.stop()
+    missing, said = 0, []
+    for what, sql, answered in checks:
+        rows = muscipula_rows(server, sql)[0][0]
+        missing += max(answered - rows, 0)
+        said.append(f"{rows:,} {what} rows for {answered:,}")
+    board.add(area, "unrecorded", "answered but not in logsql", "count", who, missing,
+              higher_is_better=False)
+    print(f"  {who}: {', '.join(said)}", flush=True)
+
+
 def lost(server: Server) -> int:
     """Incidents emitted but not written by some sink (0 is the only good answer)."""
     c = muscipula_counters(server)

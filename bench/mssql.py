@@ -21,13 +21,13 @@ from lib import (
     concurrent,
     contenders,
     measure_rounds,
-    muscipula_rows,
     muscipula_services,
     one_and_many,
     run_async,
     sequential,
     start_muscipula,
     start_other,
+    unrecorded,
 )
 
 AREA = "mssql"
@@ -186,15 +186,9 @@ def measure(board: Board, who: str, server: Server, port: int, duration: float,
     else:
         batches = measure_batches(board, who, port, duration)
     if who == "muscipula":
-        server.stop()
-        failed = muscipula_rows(server, "SELECT count(*) FROM logins "
-                                        "WHERE login_username = 'sa'")[0][0]
-        cmds = muscipula_rows(server, "SELECT count(*) FROM mssql_commands")[0][0]
-        missing = max(logins - failed, 0) + max(batches - cmds, 0)
-        board.add(AREA, "unrecorded", "answered but not in logsql", "count", who, missing,
-                  higher_is_better=False)
-        print(f"  {who}: {failed:,} logins rows for {logins:,} failed logins, "
-              f"{cmds:,} mssql_commands rows for {batches:,} batches", flush=True)
+        unrecorded(board, AREA, who, server, [
+            ("logins", "SELECT count(*) FROM logins WHERE login_username = 'sa'", logins),
+            ("mssql_commands", "SELECT count(*) FROM mssql_commands", batches)])
 
 
 def _start(who: str, peers, tmp: Path) -> tuple[Server | None, int]:

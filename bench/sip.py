@@ -23,10 +23,10 @@ from lib import (
     Load,
     Server,
     measure_rounds,
-    muscipula_rows,
     muscipula_services,
     start_muscipula,
     start_other,
+    unrecorded,
 )
 
 AREA = "sip"
@@ -187,14 +187,9 @@ def measure(board: Board, who: str, server: Server, port: int, duration: float,
     if errors:
         board.note(AREA, f"{who}: {errors} requests unanswered or answered wrongly")
     if who == "muscipula":
-        server.stop()
-        rows = muscipula_rows(server, "SELECT count(*) FROM sip_commands")[0][0]
-        logins = muscipula_rows(server, "SELECT count(*) FROM logins")[0][0]
-        missing = max(answered - rows, 0) + max((r.count if r else 0) - logins, 0)
-        board.add(AREA, "unrecorded", "answered but not in logsql", "count", who, missing,
-                  higher_is_better=False)
-        print(f"  {who}: {rows:,} sip_commands rows for {answered:,} answers, "
-              f"{logins:,} logins rows for {r.count if r else 0:,} digest logins", flush=True)
+        unrecorded(board, AREA, who, server, [
+            ("sip_commands", "SELECT count(*) FROM sip_commands", answered),
+            ("logins", "SELECT count(*) FROM logins", r.count if r else 0)])
 
 
 def _start(who: str, peers, tmp: Path) -> tuple[Server | None, int]:

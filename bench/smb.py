@@ -22,12 +22,12 @@ from lib import (
     concurrent,
     contenders,
     measure_rounds,
-    muscipula_rows,
     muscipula_services,
     one_and_many,
     run_async,
     start_muscipula,
     start_other,
+    unrecorded,
 )
 
 AREA = "smb"
@@ -146,14 +146,9 @@ def measure(board: Board, who: str, server: Server, port: int, duration: float) 
         duration, "50 concurrent", "logins did not complete")
     if who != "muscipula":
         return
-    done = 1 + seq.count + con.count
-    server.stop()
-    rows = muscipula_rows(server, "SELECT count(*) FROM logins "
-                                  "WHERE login_username = 'WORKGROUP\\bench'")
-    missing = max(done - rows[0][0], 0)
-    board.add(AREA, "unrecorded", "answered but not in logsql", "count", who, missing,
-              higher_is_better=False)
-    print(f"  {who}: {rows[0][0]:,} logins rows for {done:,} logins", flush=True)
+    unrecorded(board, AREA, who, server, [
+        ("logins", "SELECT count(*) FROM logins WHERE login_username = 'WORKGROUP\\bench'",
+         1 + seq.count + con.count)])
 
 
 def _start(who: str, peers, tmp: Path) -> tuple[Server | None, int]:

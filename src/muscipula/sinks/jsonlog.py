@@ -302,14 +302,23 @@ class JsonLog:
             "_lists": {}, "_bytes": 0, "_left_out": 0, "_n": 0,
         }
 
-    def _end(self, obj: dict[str, Any], fields: Mapping[str, Any]) -> bytes:
-        """The connection's line, and what it held given back to the budget."""
+    def _settle(self, obj: dict[str, Any]) -> None:
+        """Take the bookkeeping out of a finished object, its bytes and incidents given back."""
         del obj["_cap"], obj["_lists"]
         self.pending_bytes -= obj.pop("_bytes")
         self.held -= obj.pop("_n")
         left_out = obj.pop("_left_out")
         if left_out:
             obj["items_left_out"] = left_out
+
+    def _line(self, obj: dict[str, Any]) -> bytes:
+        if self.cfg.flat_data:
+            return (_encode(flatten(obj)) + "\n").encode()
+        return (dumps(obj) + "\n").encode()
+
+    def _end(self, obj: dict[str, Any], fields: Mapping[str, Any]) -> bytes:
+        """The connection's line, and what it held given back to the budget."""
+        self._settle(obj)
         c = fields["connection"]
         head = obj["connection"]
         head["transport"] = c.transport
@@ -320,9 +329,7 @@ class JsonLog:
         reason = fields.get("reason")
         if reason is not None:
             head["close_reason"] = _plain(reason) if not isinstance(reason, str) else reason
-        if self.cfg.flat_data:
-            return (_encode(flatten(obj)) + "\n").encode()
-        return (dumps(obj) + "\n").encode()
+        return self._line(obj)
 
     def _late(self, cid: int, late: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
         """The object for an incident that came after its connection ended, if that
@@ -417,14 +424,8 @@ class JsonLog:
                     if fn is not None:
                         fn(obj, inc)
         for obj in late.values():
-            del obj["_cap"], obj["_lists"]
-            self.pending_bytes -= obj.pop("_bytes")
-            self.held -= obj.pop("_n")
-            left_out = obj.pop("_left_out")
-            if left_out:
-                obj["items_left_out"] = left_out
-            lines.append(((_encode(flatten(obj)) if self.cfg.flat_data else dumps(obj))
-                          + "\n").encode())
+            self._settle(obj)
+            lines.append(self._line(obj))
         return lines
 
     def _skip(self, inc: Incident) -> None:
