@@ -299,8 +299,8 @@ async def _listen(session: Session, child: Child, action: ChildListen) -> None:
         _forget(session, child)
         session.child_failed(action.tag, f"bind failed: {exc.strerror or exc}")
         return
-    if session.closing:
-        child.close()
+    if session.closing or (session.children or {}).get(action.tag) is not child:
+        child.close()  # the session ended, or the machine closed the tag while it was bound
         return
     session.deliver(ChildListening(action.tag, local[0], local[1]))
 

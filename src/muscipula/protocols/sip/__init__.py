@@ -2,20 +2,23 @@
 
 Answers OPTIONS, REGISTER with a digest challenge, INVITE with a ringing call and a
 configured outcome, ACK, CANCEL and BYE; records every request in the reference system's sip_*
-tables and every digest answer as a login with its hashcat line. No RTP media.
+tables and every digest answer as a login with its hashcat line. An answered call has a real
+RTP port (media.py): its packets, payload types and DTMF digits become a `sip.rtp` row, and
+with `rtp.record` its G.711 audio a stored .au file.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from muscipula.config import Port, PositiveInt, Seconds, ServiceConfig, Strict
 from muscipula.machine import Peer
 from muscipula.protocols.sip import records as _records  # noqa: F401 - registers writers
 from muscipula.protocols.sip.digest import Nonces
 from muscipula.protocols.sip.machine import Setup, SipSession
+from muscipula.protocols.sip.media import MediaSetup
 from muscipula.protocols.sip.policy import LoginPolicy
 from muscipula.protocols.sip.products import for_agent
 from muscipula.services import ServiceContext, ServiceSpec
@@ -32,10 +35,34 @@ class SipLogin(Strict):
 class SipInvite(Strict):
     #: challenge an INVITE before it rings (401 Asterisk, 407 3CX)
     auth: bool = True
-    #: how a ringing call ends: busy 486, unavailable 480, not_found 404, answer 200 (no media)
+    #: how a ringing call ends: busy 486, unavailable 480, not_found 404, answer 200 (with
+    #: an RTP port, see `rtp`)
     final: Literal["busy", "unavailable", "not_found", "answer"] = "busy"
     ring_delay: Annotated[float, Field(ge=0, le=60)] = 0.5
     answer_delay: Annotated[float, Field(ge=0, le=120)] = 2.0
+
+
+class SipRtp(Strict):
+    #: media ports of answered calls, inclusive; an even one is used (Asterisk's rtp.conf)
+    ports: tuple[Port, Port] = (10000, 20000)
+    #: keep the caller's G.711 audio as a .au file in the store
+    record: bool = False
+    #: per stream: past either, the stream ends and its port is closed
+    max_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = 4 * 1024 * 1024
+    max_packets: Annotated[int, Field(ge=1, le=10_000_000)] = 30_000
+    #: seconds without a packet from the caller before the stream ends
+    idle_timeout: Seconds = 30.0
+    #: calls of one peer with a media port at once; past it, calls are refused with 488
+    max_calls_with_media: Annotated[int, Field(ge=0, le=1024)] = 4
+    #: seconds of silence the PBX sends back once the caller's media arrives (0: none)
+    send_seconds: Annotated[float, Field(ge=0, le=60)] = 3.0
+
+    @model_validator(mode="after")
+    def _even_port(self) -> SipRtp:
+        low, high = self.ports
+        if low > high or (low == high and low & 1):
+            raise ValueError("ports must be [low, high] holding an even port")
+        return self
 
 
 class SipConfig(ServiceConfig):
@@ -48,6 +75,7 @@ class SipConfig(ServiceConfig):
     unknown_extension: Literal["not_found", "forbidden", "challenge"] = "not_found"
     login: SipLogin = SipLogin()
     invite: SipInvite = SipInvite()
+    rtp: SipRtp = SipRtp()
     #: realm in challenges; None: the product's default
     realm: str | None = None
     #: seconds a nonce is accepted after it was made
@@ -90,6 +118,9 @@ def build(ctx: ServiceContext):
         max_headers=cfg.max_headers,
         max_calls=cfg.max_calls,
         expires=cfg.max_expires,
+        media=MediaSetup(cfg.rtp.ports, cfg.rtp.record, cfg.rtp.max_bytes, cfg.rtp.max_packets,
+                         cfg.rtp.idle_timeout, cfg.rtp.max_calls_with_media,
+                         cfg.rtp.send_seconds),
     )
 
     def factory(peer: Peer) -> SipSession:

@@ -3,19 +3,23 @@
 UDP: each datagram is one message. TCP/TLS: messages are framed by
 Content-Length in a bounded buffer. Requests are answered statelessly except
 for calls: an INVITE that rings is kept (bounded) so that CANCEL, ACK and BYE
-find it, and its final answer is sent by a timer.
+find it, and its final answer is sent by a timer. An answered call gets a media
+port first (media.py): the 200 names it, or the call is refused with 488 as
+Asterisk refuses a call whose media it cannot set up.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
 from muscipula.capture.urls import find_offers
-from muscipula.machine import Action, BaseMachine, Close, Emit, Peer, Send, Wake
+from muscipula.machine import Action, BaseMachine, ChildEvent, Close, Emit, Peer, Send, Wake
 from muscipula.protocols.sip import digest, sdp
+from muscipula.protocols.sip.media import Media, MediaSetup
 from muscipula.protocols.sip.message import (
     Request,
     SipError,
@@ -31,6 +35,7 @@ from muscipula.protocols.sip.message import (
 )
 from muscipula.protocols.sip.policy import LoginPolicy
 from muscipula.protocols.sip.products import REASONS, Product
+from muscipula.protocols.sip.rtp import G711
 
 #: dionaea's sip_commands.sip_command_allow bits
 ALLOW_BITS = {
@@ -40,6 +45,10 @@ ALLOW_BITS = {
 }
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 _FINALS = {"busy": 486, "unavailable": 480, "not_found": 404, "answer": 200}
+#: seconds the driver may take to bind a media port before the call is refused
+_OPEN_TIMEOUT = 5.0
+#: the answer's telephone-event type when the offer named none (a late offer)
+_EVENT_PT = 101
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class Setup:
     max_headers: int
     max_calls: int
     expires: int
+    media: MediaSetup | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +77,11 @@ class _Call:
     req: Request
     due: float
     answered: bool = False
+    #: the caller's audio offer (None: the INVITE had no SDP, the 200 makes the offer)
+    offer: sdp.AudioOffer | None = None
+    #: the media channel's tag once one is asked for, and the SDP the 200 carried
+    tag: str = ""
+    answer: bytes = b""
 
 
 class SipSession(BaseMachine):
@@ -79,6 +94,8 @@ class SipSession(BaseMachine):
         self.buf = bytearray()
         self.calls: dict[str, _Call] = {}  # call-id -> ringing or answered call
         self.closing = False
+        self.media = Media(setup.media, setup.secret, peer.remote_host) \
+            if setup.media is not None else None
 
     def buffered(self) -> int:
         return len(self.buf) + sum(len(c.req.body) for c in self.calls.values())
@@ -266,12 +283,28 @@ class SipSession(BaseMachine):
     def _ring(self, req: Request, now: float) -> tuple[int, list[Action]]:
         call_id = req.get("call-id") or ""
         out: list[Action] = [Send(self._response(req, 100, to_tag=False))]
-        if call_id not in self.calls and len(self.calls) >= self.s.max_calls:
+        known = self.calls.get(call_id)
+        if known is not None and known.answered:
+            # the 200 was lost, or a re-INVITE of the call that is up: the same media
+            out.append(Send(self._answer(req, known.answer)))
+            return 200, out
+        if known is not None:  # a retransmission while it rings: it rings on
+            out.append(Send(self._response(req, 180)))
+            return 180, out
+        offer = None
+        if req.body and "application/sdp" in (req.get("content-type") or "").lower():
+            offer = sdp.audio_offer(req.body)
+            if offer is None or offer.codec(G711) is None:
+                # nothing in the offer we can play: Asterisk refuses it before ringing
+                out.append(Send(self._response(req, 488)))
+                return 488, out
+        if len(self.calls) >= self.s.max_calls:
             out.append(Emit("connection.limit", {"limit": "max_calls", "value": self.s.max_calls}))
             out.append(Send(self._response(req, 486)))
             return 486, out
         out.append(Send(self._response(req, 180)))
-        self.calls[call_id] = _Call(req, now + self.s.ring_delay + self.s.answer_delay)
+        self.calls[call_id] = _Call(req, now + self.s.ring_delay + self.s.answer_delay,
+                                    offer=offer)
         return 180, out
 
     def timer(self, now: float) -> list[Action]:
@@ -281,36 +314,121 @@ class SipSession(BaseMachine):
                 continue
             if call.answered:
                 del self.calls[call_id]  # the caller never hung up: forget the call
+                if call.tag and self.media is not None:
+                    out += self.media.finish(call.tag, "call_end", now)
                 continue
             code = _FINALS[self.s.invite_final]
-            if code == 200:
-                call.answered = True
-                call.due = now + 3600
-                body = self._answer_sdp(call.req, now)
-                out.append(Send(self._response(call.req, 200, extra=[
-                    ("Contact", f"<sip:{self._host()}:{self.peer.local_port}>"),
-                    ("Content-Type", "application/sdp")], body=body)))
-            else:
+            if code != 200:
                 del self.calls[call_id]
                 out.append(Send(self._response(call.req, code)))
+            elif self.media is None:
+                out += self._answered(call, 0, now)
+            elif call.tag:  # the media port never came: refused as if it failed
+                del self.calls[call_id]
+                out += self.media.finish(call.tag, "failed", now)
+                out.append(Send(self._response(call.req, 488)))
+            elif self.media.busy():
+                del self.calls[call_id]
+                out.append(Emit("connection.limit", {"limit": "rtp.max_calls_with_media",
+                                                     "value": self.media.s.max_calls}))
+                out.append(Send(self._response(call.req, 488)))
+            else:
+                codec, event_pt = self._codecs(call)
+                call.tag, listen = self.media.open(call_id, codec, event_pt, now)
+                call.due = now + _OPEN_TIMEOUT
+                out.append(listen)
+        if self.media is not None:
+            out += self.media.timer(now)
         return out + self._wake()
 
-    def _answer_sdp(self, req: Request, now: float) -> bytes:
-        host = self._host()
+    def child(self, event: ChildEvent, now: float) -> list[Action]:
+        if self.media is None or self.closing:
+            return []
+        call_id, outcome, port, out = self.media.child(event, now)
+        if not outcome:
+            return out + self._wake()
+        call = self.calls.get(call_id)
+        live = call is not None and call.tag == event.tag and not call.answered
+        if outcome == "open":
+            if call is None or not live:  # cancelled while the port was being opened
+                return out + self.media.finish(event.tag, "cancel", now) + self._wake()
+            return out + self._answered(call, port, now) + self._wake()
+        if call is not None and live:
+            del self.calls[call_id]
+            out.append(Send(self._response(call.req, 488)))
+        return out + self._wake()
+
+    def _codecs(self, call: _Call) -> tuple[int, int]:
+        """The codec and telephone-event type the answer names (our own offer: PCMU, 101)."""
+        if call.offer is None:
+            return 0, _EVENT_PT
+        codec = call.offer.codec(G711)
+        event_pt = call.offer.event_type()
+        return (0 if codec is None else codec), (_EVENT_PT if event_pt is None else event_pt)
+
+    def _answered(self, call: _Call, port: int, now: float) -> list[Action]:
+        call.answered = True
+        call.due = now + 3600
+        call.answer = self._answer_sdp(call, port)
+        return [Send(self._answer(call.req, call.answer))]
+
+    def _answer(self, req: Request, body: bytes) -> bytes:
+        host = self._media_host(req)
+        host = f"[{host}]" if ":" in host else host
+        return self._response(req, 200, extra=[
+            ("Contact", f"<sip:{host}:{self.peer.local_port}>"),
+            ("Content-Type", "application/sdp")], body=body)
+
+    def _answer_sdp(self, call: _Call, port: int) -> bytes:
+        """Asterisk's answer: the codec it picked from the offer and telephone-event if
+        offered (to a late offer: its own list); the port is the media channel's."""
+        req = call.req
+        host = self._media_host(req)
         family = "IP6" if ":" in host else "IP4"
         sess = int.from_bytes(self._hash("sess", req.get("call-id") or "")[:4], "big")
-        port = 10000 + sess % 10000 * 2
+        if not port:  # no media configured: a port in Asterisk's range all the same
+            port = 10000 + sess % 5000 * 2
+        codec, event_pt = self._codecs(call)
+        if call.offer is None:
+            formats = [0, 8, event_pt]
+        else:
+            formats = [codec] + ([event_pt] if call.offer.event_type() is not None else [])
         lines = [
             "v=0", f"o=- {sess} {sess + 2} IN {family} {host}",
             "s=Asterisk" if self.s.product.key == "asterisk" else "s=3CX Phone System",
-            f"c=IN {family} {host}", "t=0 0", f"m=audio {port} RTP/AVP 0 8 101",
-            "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000",
-            "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16", "a=ptime:20",
-            "a=sendrecv",
+            f"c=IN {family} {host}", "t=0 0",
+            f"m=audio {port} RTP/AVP {' '.join(str(f) for f in formats)}",
         ]
+        lines += [f"a=rtpmap:{pt} {G711[pt]}/8000" for pt in formats if pt in G711]
+        if event_pt in formats:
+            lines += [f"a=rtpmap:{event_pt} telephone-event/8000", f"a=fmtp:{event_pt} 0-16"]
+        lines += ["a=ptime:20", "a=sendrecv"]
         return ("\r\n".join(lines) + "\r\n").encode()
 
+    def _media_host(self, req: Request) -> str:
+        """The address the SDP names: ours as the socket says, or, on a wildcard listener
+        (which cannot tell), the address the caller dialled when that is an IP literal."""
+        host = self._host()
+        try:
+            unspecified = ipaddress.ip_address(host).is_unspecified
+        except ValueError:
+            unspecified = False
+        if not unspecified:
+            return host
+        dialled = (parse_uri(req.uri).host or "").strip("[]")
+        try:
+            return str(ipaddress.ip_address(dialled))
+        except ValueError:
+            return host
+
     def _on_ack(self, req: Request, now: float) -> tuple[int, list[Action]]:
+        call = self.calls.get(req.get("call-id") or "")
+        if call is not None and call.offer is None and call.tag and self.media is not None \
+                and req.body and "application/sdp" in (req.get("content-type") or "").lower():
+            answer = sdp.audio_offer(req.body)  # the answer to the offer our 200 made
+            codec = answer.codec(G711) if answer is not None else None
+            if answer is not None and codec is not None:
+                self.media.set_codec(call.tag, codec, answer.event_type())
         return 0, []
 
     def _on_cancel(self, req: Request, now: float) -> tuple[int, list[Action]]:
@@ -318,7 +436,10 @@ class SipSession(BaseMachine):
         if call is None or call.answered:
             return 481, [Send(self._response(req, 481))]
         del self.calls[req.get("call-id") or ""]
-        return 200, [Send(self._response(req, 200)), Send(self._response(call.req, 487))]
+        out: list[Action] = []
+        if call.tag and self.media is not None:
+            out += self.media.finish(call.tag, "cancel", now)
+        return 200, [*out, Send(self._response(req, 200)), Send(self._response(call.req, 487))]
 
     def _on_bye(self, req: Request, now: float) -> tuple[int, list[Action]]:
         call_id = req.get("call-id") or ""
@@ -326,7 +447,10 @@ class SipSession(BaseMachine):
         if call is None or not call.answered:
             return 481, [Send(self._response(req, 481))]
         del self.calls[call_id]
-        return 200, [Send(self._response(req, 200))]
+        out: list[Action] = [Send(self._response(req, 200))]
+        if call.tag and self.media is not None:
+            out += self.media.finish(call.tag, "bye", now)
+        return 200, out
 
     def _other(self, req: Request, now: float) -> tuple[int, list[Action]]:
         if req.method in ALLOW_BITS and req.method != "UNKNOWN":
@@ -476,14 +600,16 @@ class SipSession(BaseMachine):
         return head.encode("utf-8", "surrogateescape") + body
 
     def _wake(self) -> list[Action]:
-        if not self.calls:
-            return [Wake(None)]
-        return [Wake(min(c.due for c in self.calls.values()))]
+        dues = [c.due for c in self.calls.values()]
+        media = self.media.deadline() if self.media is not None else None
+        if media is not None:
+            dues.append(media)
+        return [Wake(min(dues))] if dues else [Wake(None)]
 
     def closed(self, now: float) -> list[Action]:
         self.calls.clear()
         self.buf.clear()
-        return []
+        return self.media.finish_all("closed", now) if self.media is not None else []
 
 
 def _addr_fields(display: str, uri: Any) -> dict[str, Any]:

@@ -94,6 +94,7 @@ REASONS = {
     407: "Proxy Authentication Required", 413: "Request Entity Too Large",
     415: "Unsupported Media Type", 480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here",
     489: "Bad Event", 500: "Server Internal Error", 501: "Not Implemented",
     505: "Version Not Supported", 513: "Message Too Large",
 }

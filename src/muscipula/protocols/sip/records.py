@@ -1,4 +1,4 @@
-"""logsql rows in dionaea's sip_* tables (in sinks/schema.sql) and the JSON `sip` section.
+"""logsql rows in dionaea's sip_* tables (in sinks/schema.sql), our sip_rtp, and JSON `sip`.
 
 One `sip.command` incident is a sip_commands row and the rows that point to it:
 its addresses (request URI, to, contact, from), Vias, and the SDP origin,
@@ -91,3 +91,45 @@ def _json_command(f: Mapping[str, Any]) -> dict[str, Any]:
 
 
 jsonlog.collect("sip.command", ("sip", "commands"), _json_command)
+
+
+# The reference system kept no RTP; one row per stream, at its end, beside its sip_commands.
+logsql.table("""
+CREATE TABLE IF NOT EXISTS sip_rtp (
+    sip_rtp INTEGER PRIMARY KEY,
+    connection INTEGER,
+    sip_rtp_call_id TEXT,
+    sip_rtp_local_port INTEGER,
+    sip_rtp_remote_host TEXT,
+    sip_rtp_remote_port INTEGER,
+    sip_rtp_codec TEXT,
+    sip_rtp_packets INTEGER,
+    sip_rtp_bytes INTEGER,
+    sip_rtp_payload_types TEXT,
+    sip_rtp_ssrcs TEXT,
+    sip_rtp_duration REAL,
+    sip_rtp_dtmf TEXT,
+    sip_rtp_ignored INTEGER,
+    sip_rtp_malformed INTEGER,
+    sip_rtp_recorded INTEGER,
+    sip_rtp_end TEXT
+);
+CREATE INDEX IF NOT EXISTS sip_rtp_connection_idx ON sip_rtp (connection);
+CREATE INDEX IF NOT EXISTS sip_rtp_call_id_idx ON sip_rtp (sip_rtp_call_id);
+""")
+
+_RTP_COLUMNS = ("call_id", "local_port", "remote_host", "remote_port", "codec", "packets",
+                "bytes", "payload_types", "ssrcs", "duration", "dtmf", "ignored", "malformed",
+                "recorded", "end")
+
+
+@logsql.rows("sip.rtp", "sip_rtp", tuple(f"sip_rtp_{c}" for c in _RTP_COLUMNS))
+def _rtp(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (logsql.text(f.get("call_id")), f.get("local_port"), f.get("remote_host"),
+            f.get("remote_port"), f.get("codec"), f.get("packets"), f.get("bytes"),
+            logsql.as_json(f.get("payload_types")), logsql.as_json(f.get("ssrc")),
+            f.get("duration"), f.get("dtmf"), f.get("ignored"), f.get("malformed"),
+            f.get("recorded"), f.get("end"))
+
+
+jsonlog.collect("sip.rtp", ("sip", "rtp"))

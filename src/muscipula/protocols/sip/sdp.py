@@ -2,14 +2,17 @@
 
 Only `o=`, `c=` and `m=` lines are read; anything else is left alone. Returns
 None for a body that is not SDP at all, so the caller can answer 400 as a PBX
-does for an unreadable offer.
+does for an unreadable offer. `audio_offer` reads the first audio stream's
+payload types and rtpmap names, from which the answer's codec is chosen.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 MAX_MEDIA = 16
+MAX_FORMATS = 32
 
 
 def parse(body: bytes) -> dict[str, Any] | None:
@@ -48,3 +51,60 @@ def _multicast(text: str) -> tuple[str, str | None, str | None]:
     ttl = rest[0] if rest else None
     count = rest[1] if len(rest) > 1 else None
     return addr, ttl, count
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOffer:
+    """What an offer's first audio stream asks for: its payload types in preference order
+    and their rtpmap names, enough to pick the answer's codec and DTMF type."""
+
+    port: int
+    formats: tuple[int, ...]
+    names: dict[int, str]
+
+    def codec(self, supported: dict[int, str]) -> int | None:
+        """The first offered type we also speak, by number or by its rtpmap name."""
+        wanted = {name: pt for pt, name in supported.items()}
+        for pt in self.formats:
+            name = self.names.get(pt)
+            if name is None and pt in supported:
+                return pt
+            if name is not None and wanted.get(name) == pt:
+                return pt
+        return None
+
+    def event_type(self) -> int | None:
+        for pt in self.formats:
+            if self.names.get(pt) == "TELEPHONE-EVENT":
+                return pt
+        return None
+
+
+def audio_offer(body: bytes) -> AudioOffer | None:
+    """The first `m=audio` of an SDP body and its `a=rtpmap` names (upper case, no rate);
+    None when there is no audio stream (or no SDP)."""
+    text = body.decode("utf-8", "replace").replace("\r\n", "\n")
+    port: int | None = None
+    formats: list[int] = []
+    names: dict[int, str] = {}
+    for line in text.split("\n"):
+        line = line.strip()
+        if line.startswith("m="):
+            if port is not None:
+                break  # the next media section: only the first audio one counts
+            words = line[2:].split()
+            if len(words) >= 3 and words[0] == "audio" and _number(words[1].split("/")[0]):
+                port = int(words[1].split("/")[0])
+                formats = [int(w) for w in words[3:3 + MAX_FORMATS]
+                           if _number(w) and int(w) < 128]
+        elif line.startswith("a=rtpmap:") and port is not None and len(names) < MAX_FORMATS:
+            pt_text, _, rest = line[9:].partition(" ")
+            if _number(pt_text) and int(pt_text) < 128:
+                names[int(pt_text)] = rest.split("/")[0].strip().upper()[:32]
+    if port is None:
+        return None
+    return AudioOffer(port, tuple(formats), names)
+
+
+def _number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5
