@@ -67,7 +67,8 @@ def trans2(uid: int, tid: int, *, timeout: int, params: bytes, data: bytes = b""
     return K.smb1(0x32, words, b"\0" + params + data, uid=uid, tid=tid, mid=mid)
 
 
-def nt_trans(uid: int, tid: int, params: bytes, data: bytes, first: int) -> bytes:
+def nt_trans(uid: int, tid: int, params: bytes, data: bytes, first: int,
+             mid: int = 0x50) -> bytes:
     """EternalBlue's opener: NT_TRANSACT, setup word 0 (TRANS2_OPEN2 once confused), the
     whole parameter block and only `first` bytes of a data block over 64 KiB."""
     param_at = 32 + 1 + 20 * 2 + 2 + 1   # 19 words + one setup word, ByteCount, pad
@@ -81,7 +82,7 @@ def nt_trans(uid: int, tid: int, params: bytes, data: bytes, first: int) -> byte
         first, data_at,           # DataCount, DataOffset
         1, 0, 0)                  # SetupCount, Function, Setup[0]
     return K.smb1(0xA0, words, b"\0" + params + b"\0\0" + data[:first], uid=uid, tid=tid,
-                  mid=0x50)
+                  mid=mid)
 
 
 def trans2_secondary(uid: int, tid: int, chunk: bytes, displacement: int, total: int,
@@ -129,7 +130,8 @@ def test_eternalblue_nt_transact_finished_by_trans2_secondary(tmp_path):
     acts = m.receive(K.nbss(nt_trans(uid, tid, params, data, first)), NOW)
     interim = messages(acts)[0]
     assert interim[4] == 0xA0 and status1(interim) == W.SUCCESS and interim[32:35] == bytes(3)
-    assert m.buffered() >= len(data)  # the transaction is held until whole
+    # the transaction is held until whole, but only the bytes that came are kept
+    assert first <= m.buffered() < 2 * len(interim) + 2 * first + len(params) + 64
     pos, replies = first, []
     while pos < len(data):
         chunk = data[pos:pos + 4096]
@@ -300,3 +302,152 @@ def test_exploit_rows_and_json():
     row = fn({"op": "exec", "size": 4096, "key": "0badf00d", "detail": {"total": 9}})
     assert row[:3] == ("doublepulsar", "exec", 4096) and '"key":"0badf00d"' in row[3]
     assert jsonlog.COLLECTORS["smb.doublepulsar"][0] == ("smb", "exploits")
+
+
+def _exec(m, uid, tid, key, *, total, offset, chunk, mid=0x42):
+    """One DoublePulsar exec: the wire bytes and the actions they caused."""
+    params = D.unxor(struct.pack("<III", total, len(chunk), offset), key)
+    wire = K.nbss(trans2(uid, tid, timeout=0xC8, params=params, data=D.unxor(chunk, key),
+                         mid=mid))
+    return wire, m.receive(wire, NOW)
+
+
+def test_doublepulsar_exec_holds_only_what_came(tmp_path):
+    m, _, uid, tid = ipc(tmp_path)
+    key = D.xor_key(_ping(m, uid, tid)[0][14:22])
+    # the last chunk of an 8 MiB upload alone is not the upload: nothing captured
+    wire, acts = _exec(m, uid, tid, key, total=8 << 20, offset=(8 << 20) - 4, chunk=b"abcd")
+    captured = b"".join(a.data for a in acts if isinstance(a, CaptureData))
+    assert len(captured) <= 4 * len(wire) and not [a for a in acts if isinstance(a, CaptureEnd)]
+    assert m.buffered() < 64 * len(wire)
+    # a first chunk of 8 MiB holds four bytes, not eight megabytes
+    wire, acts = _exec(m, uid, tid, key, total=8 << 20, offset=0, chunk=b"efgh", mid=0x43)
+    assert struct.unpack_from("<H", messages(acts)[0], 30)[0] == 0x43 + 0x10
+    assert m.buffered() < 64 * len(wire)
+
+
+def test_doublepulsar_upload_complete_only_when_every_byte_came(tmp_path):
+    m, _, uid, tid = ipc(tmp_path)
+    key = D.xor_key(_ping(m, uid, tid)[0][14:22])
+    blob = bytes(range(256)) * 12
+    total = len(blob)
+    # out of order; the last chunk twice: a repeated chunk does not fill the gap
+    order = [2048, 1024, 2048]
+    for i, at in enumerate(order):
+        _, acts = _exec(m, uid, tid, key, total=total, offset=at, chunk=blob[at:at + 1024],
+                        mid=0x50 + i)
+        assert not [a for a in acts if isinstance(a, CaptureEnd)]
+    assert 2048 <= m.buffered() < 2 * 2048 + 256
+    # the offset-0 chunk restarts the upload, as the tools begin every upload with it
+    for i, at in enumerate([0, 2048, 1024]):
+        _, acts = _exec(m, uid, tid, key, total=total, offset=at, chunk=blob[at:at + 1024],
+                        mid=0x60 + i)
+    captured = b"".join(a.data for a in acts if isinstance(a, CaptureData))
+    assert captured == blob and m.buffered() == 0
+
+
+def test_doublepulsar_upload_pieces_bounded(tmp_path):
+    m, _, uid, tid = ipc(tmp_path)
+    key = D.xor_key(_ping(m, uid, tid)[0][14:22])
+    replies = []
+    # one byte every other offset: no more than so many separate pieces are held
+    for i in range(70):
+        _, acts = _exec(m, uid, tid, key, total=1 << 20, offset=1 + 2 * i, chunk=b"x",
+                        mid=0x100 + i)
+        replies.append(struct.unpack_from("<H", messages(acts)[0], 30)[0] - (0x100 + i))
+    assert replies[0] == D.OK and D.BAD_PARAMS in replies
+    assert m.buffered() <= 70
+
+
+def _primaries(m, uid, tid, count, total=256 * 1024 - 30, mid=0x200):
+    """`count` NT_TRANSACT primaries announcing `total` data bytes, one byte sent each."""
+    wires, replies = [], []
+    for i in range(count):
+        wire = K.nbss(nt_trans(uid, tid, bytes(30), b"\x41" * total, 1, mid=mid + i))
+        wires.append(wire)
+        replies += messages(m.receive(wire, NOW))
+    return wires, replies
+
+
+def test_transaction_primaries_hold_what_came(tmp_path):
+    m, _, uid, tid = ipc(tmp_path)
+    wires, replies = _primaries(m, uid, tid, 4)
+    assert all(status1(r) == W.SUCCESS for r in replies) and len(m.smb1.trans.pending) == 4
+    sent = sum(len(w) for w in wires)
+    assert m.buffered() < sent
+    # the connection goes: what was received is captured, not the announced totals
+    acts = m.closed(NOW)
+    assert len(emits(acts, "smb.ms17_010")) == 4
+    captured = b"".join(a.data for a in acts if isinstance(a, CaptureData))
+    assert 0 < len(captured) <= sent
+    assert all(not a.complete for a in acts if isinstance(a, CaptureEnd))
+    assert m.buffered() == 0
+
+
+def test_incomplete_capture_is_what_was_received(tmp_path):
+    m, _, uid, tid = ipc(tmp_path)
+    data = bytes(range(256)) * 300
+    m.receive(K.nbss(nt_trans(uid, tid, bytes(30), data, 2000)), NOW)
+    m.receive(K.nbss(trans2_secondary(uid, tid, data[2000:6000], 2000, len(data), 30)), NOW)
+    # a lone byte far out: kept, but the gap before it is not written out as zeros
+    wire = K.nbss(trans2_secondary(uid, tid, data[40000:40001], 40000, len(data), 30))
+    m.receive(wire, NOW)
+    acts = m.closed(NOW)
+    captured = b"".join(a.data for a in acts if isinstance(a, CaptureData))
+    assert captured == bytes(30) + data[:6000] + data[40000:40001]
+
+
+def test_pending_transactions_up_to_announced_max_mpx(tmp_path):
+    m, _, uid, tid = ipc(tmp_path)
+    mpx = m.s.product.smb1_max_mpx
+    assert mpx == 50
+    _, replies = _primaries(m, uid, tid, mpx, total=1000)
+    assert all(status1(r) == W.SUCCESS for r in replies)
+    assert len(m.smb1.trans.pending) == mpx
+    _, replies = _primaries(m, uid, tid, 1, total=1000, mid=0x300)
+    assert status1(replies[0]) == INSUFF_SERVER_RESOURCES
+    assert len(m.smb1.trans.pending) == mpx
+
+
+def test_pending_transaction_bytes_bounded(tmp_path):
+    m, _, uid, tid = ipc(tmp_path, max_pending_transactions=8192)
+    data = bytes(range(256)) * 300
+    m.receive(K.nbss(nt_trans(uid, tid, bytes(30), data, 4000)), NOW)
+    # growing past the bound: the transaction is dropped, as if it could not be allocated
+    acts = m.receive(K.nbss(trans2_secondary(uid, tid, data[4000:9000], 4000, len(data), 30)),
+                     NOW)
+    assert status1(messages(acts)[0]) == INSUFF_SERVER_RESOURCES
+    assert m.smb1.trans.pending == {} and m.buffered() == 0
+    # a primary carrying more than the bound is refused outright
+    reply = messages(m.receive(K.nbss(nt_trans(uid, tid, bytes(30), data, 9000)), NOW))[0]
+    assert status1(reply) == INSUFF_SERVER_RESOURCES and m.buffered() == 0
+
+
+def test_transaction_out_of_order_secondaries_complete(tmp_path):
+    m, _, uid, tid = ipc(tmp_path)
+    # (under 64 KiB: past it a 16-bit displacement only makes sense in order)
+    data = struct.pack("<I", 0x10000) + bytes(range(256)) * 0x9F
+    m.receive(K.nbss(nt_trans(uid, tid, bytes(30), data, 1000)), NOW)
+    spans = [(pos, min(pos + 4096, len(data))) for pos in range(1000, len(data), 4096)]
+    acts = []
+    for lo, hi in reversed(spans):
+        acts = m.receive(K.nbss(trans2_secondary(uid, tid, data[lo:hi], lo, len(data), 30)), NOW)
+    assert status1(messages(acts)[0]) == W.INVALID_PARAMETER
+    captured = b"".join(a.data for a in acts if isinstance(a, CaptureData))
+    assert captured == bytes(30) + data and m.buffered() == 0
+
+
+def test_sparse_buffer_merges_and_bounds():
+    from muscipula.protocols.smb.sparse import Sparse
+
+    b = Sparse(20, max_pieces=3)
+    assert b.write(10, b"KLM") and b.write(0, b"AB") and b.held() == 5 and b.pieces() == 2
+    assert b.write(2, b"CDEFGHIJ") and b.pieces() == 1 and not b.complete()  # joins both
+    assert b.write(5, b"fg") and b.held() == 13  # a rewrite: later bytes win, none counted twice
+    assert b.write(15, b"P") and b.write(19, b"T")
+    assert not b.write(17, b"R")  # a fourth piece: refused, nothing kept
+    assert not b.write(19, b"TU")  # past the total
+    assert b.received() == b"ABCDEfgHIJKLMPT" and b.held() == 15
+    assert b.whole() == b"ABCDEfgHIJKLM\0\0P\0\0\0T"
+    assert b.write(13, b"NOPQRS") and b.complete() and b.whole() == b"ABCDEfgHIJKLMNOPQRST"
+    assert Sparse(0).complete() and Sparse(0).whole() == b""

@@ -54,6 +54,9 @@ class SmbConfig(ServiceConfig):
     max_names: PositiveInt = 256
     #: one SMB1 transaction's parameters and data, all secondaries together
     max_transaction: PositiveInt = 256 * 1024
+    #: the bytes held for all SMB1 transactions waiting for secondaries on one connection
+    #: (as many wait as the negotiated MaxMpxCount; only what came is held)
+    max_pending_transactions: PositiveInt = 1024 * 1024
     #: answer as a host without the MS17-010 patch (Windows personas): the check says
     #: vulnerable and EternalBlue's transactions are taken and captured
     ms17_010: bool = True
@@ -74,7 +77,7 @@ def _max_buffer(cfg: SmbConfig) -> int:
     # the out-of-order writes
     pipe = 64 * 1024 + cfg.max_rpc_request + cfg.max_pipe_output
     # SMB1 transactions waiting for secondaries and an implant upload
-    trans = 4 * cfg.max_transaction + cfg.max_implant_upload
+    trans = cfg.max_pending_transactions + cfg.max_implant_upload
     return cfg.max_message + 4 + 64 * 1024 + cfg.max_open_files * pipe + \
         cfg.max_write_pending + trans
 

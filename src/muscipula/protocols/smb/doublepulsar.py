@@ -5,7 +5,8 @@ the request's Timeout field: 0x23 ping, 0xC8 exec (an upload), 0x77 kill. It ans
 usual STATUS_NOT_IMPLEMENTED but raises the MultiplexId by 0x10 (0x20: bad parameters, 0x30:
 no memory) and puts a seed in the header's signature field. Clients derive the 32-bit XOR key
 from that seed (all 8 bytes, as the public tools do); exec parameters (total size, chunk size,
-offset, each a dword) and every data chunk come XORed with that key. A finished upload is the
+offset, each a dword) and every data chunk come XORed with that key. Only the chunks that came
+are held; the upload is finished once every byte up to its total came. It is the
 kernel shellcode, usually with a DLL behind it: the DLL is cut at its MZ header and kept.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+
+from muscipula.protocols.smb.sparse import Sparse
 
 PING, EXEC, KILL = 0x23, 0xC8, 0x77
 OPS = {PING: "ping", EXEC: "exec", KILL: "kill"}
@@ -57,11 +60,10 @@ def cut_pe(payload: bytes) -> tuple[int, bool]:
 
 @dataclass(slots=True)
 class Upload:
-    """One exec upload in progress: the decoded bytes so far, bounded by `limit`."""
+    """One exec upload in progress: the decoded bytes that came, at their offsets."""
 
     total: int
-    buf: bytearray
-    received: int = 0
+    parts: Sparse
 
 
 @dataclass(slots=True)
@@ -82,7 +84,7 @@ class Implant:
         self.killed = False
 
     def buffered(self) -> int:
-        return len(self.upload.buf) if self.upload else 0
+        return self.upload.parts.held() if self.upload else 0
 
     def exec(self, params: bytes, data: bytes) -> Step:
         if len(params) < 12:
@@ -93,14 +95,16 @@ class Implant:
             self.upload = None
             return Step(NO_MEMORY, {**detail, "error": "too large"})
         if self.upload is None or self.upload.total != total or offset == 0:
-            self.upload = Upload(total, bytearray(total))
+            self.upload = Upload(total, Sparse(total))
         up = self.upload
         if chunk != len(data) or offset + chunk > total:
             return Step(BAD_PARAMS, {**detail, "error": "chunk outside the upload"})
-        up.buf[offset:offset + chunk] = unxor(data, self.key)
-        up.received += chunk
-        if offset + chunk < total:
+        if not up.parts.write(offset, unxor(data, self.key)):
+            self.upload = None
+            return Step(BAD_PARAMS, {**detail, "error": "scattered chunks"})
+        if not up.parts.complete():
             return Step(OK, detail)
-        payload = bytes(up.buf)
+        # complete only once every byte up to the total came, whatever the order
+        payload = up.parts.whole()
         self.upload = None
         return Step(OK, detail, payload)

@@ -3,9 +3,12 @@ unpatched Windows Server 2008 R2 takes them.
 
 A primary whose parameters or data do not all fit gets an interim response (success, no
 words) and waits for secondaries, matched by (UID, TID, PID, MID); secondaries are not
-answered until the transaction is whole. Every offset, count and displacement is checked
-against the message and the announced totals. A transaction over `max_transaction` bytes is
-refused with STATUS_INSUFF_SERVER_RESOURCES as srv.sys does when it cannot allocate it.
+answered until the transaction is whole (as srv.sys counts: the counts sent add up to the
+totals). Up to MaxMpxCount (what NEGOTIATE announced) wait at once; only the bytes that came
+are held, all pending transactions together bounded by `max_pending_transactions`. Every
+offset, count and displacement is checked against the message and the announced totals. A
+transaction over `max_transaction` bytes is refused with STATUS_INSUFF_SERVER_RESOURCES as
+srv.sys does when it cannot allocate it.
 
 MS17-010: the unpatched server lets any secondary finish any transaction and runs it as the
 secondary's kind, so EternalBlue opens an NT_TRANSACT (its data may exceed 64 KiB) and ends it
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from muscipula.machine import Action, CaptureData, CaptureEnd, Emit
 from muscipula.protocols.smb import doublepulsar as D
 from muscipula.protocols.smb import wire as W
+from muscipula.protocols.smb.sparse import Sparse
 
 if TYPE_CHECKING:
     from muscipula.protocols.smb.smb1 import Smb1
@@ -37,8 +41,6 @@ COMMANDS = (*PRIMARIES, *SECONDARIES)
 PEEK_NM_PIPE = 0x23
 TRANS2_OPEN2, TRANS2_SESSION_SETUP = 0x00, 0x0E
 INSUFF_SERVER_RESOURCES = 0xC0000205
-#: transactions waiting for secondaries on one connection
-MAX_PENDING = 4
 #: how much of the exploit bytes an incident carries (the file has them all)
 HEAD = 512
 
@@ -51,16 +53,20 @@ class Trans:
     function: int
     timeout: int
     max_data: int
-    params: bytearray
-    data: bytearray
+    params: Sparse
+    data: Sparse
     got_params: int = 0
     got_data: int = 0
 
     def whole(self) -> bool:
-        return self.got_params >= len(self.params) and self.got_data >= len(self.data)
+        return self.got_params >= self.params.total and self.got_data >= self.data.total
 
     def size(self) -> int:
-        return len(self.params) + len(self.data)
+        """What the primary announced."""
+        return self.params.total + self.data.total
+
+    def held(self) -> int:
+        return self.params.held() + self.data.held()
 
 
 def _words(raw: bytes) -> bytes:
@@ -93,7 +99,11 @@ class Transactions:
         self.captures = 0
 
     def buffered(self) -> int:
-        return sum(t.size() for t in self.pending.values()) + self.implant.buffered()
+        return self.held() + self.implant.buffered()
+
+    def held(self) -> int:
+        """The bytes of the transactions waiting for secondaries."""
+        return sum(t.held() for t in self.pending.values())
 
     @property
     def vulnerable(self) -> bool:
@@ -131,12 +141,15 @@ class Transactions:
         if len(setup) < 2 * sc or pc > tp or dc > td or not _fits(raw, po, pc) or \
                 not _fits(raw, do, dc):
             return self.error(req, W.INVALID_PARAMETER, out, {**detail, "error": "bounds"})
-        if tp + td > self.m.s.cfg.max_transaction or len(self.pending) >= MAX_PENDING:
+        cfg = self.m.s.cfg
+        if tp + td > cfg.max_transaction or \
+                len(self.pending) >= self.m.s.product.smb1_max_mpx or \
+                self.held() + pc + dc > cfg.max_pending_transactions:
             return self.error(req, INSUFF_SERVER_RESOURCES, out, detail)
         t = Trans(req.command, req, bytes(setup), function, timeout, md,
-                  bytearray(tp), bytearray(td), pc, dc)
-        t.params[:pc] = raw[po:po + pc]
-        t.data[:dc] = raw[do:do + dc]
+                  Sparse(tp), Sparse(td), pc, dc)
+        t.params.write(0, raw[po:po + pc])
+        t.data.write(0, raw[do:do + dc])
         if t.whole():
             return self.execute(t, req.command, out)
         self.pending[(req.uid, req.tid, req.pid, req.mid)] = t
@@ -162,14 +175,19 @@ class Transactions:
             # nothing to continue: srv.sys drops such a secondary without an answer
             self.smb1.record(out, req.command, W.INVALID_PARAMETER, {"error": "no transaction"})
             return None
-        if req.command != NT_TRANSACT_SECONDARY and len(t.data) > 0xFFFF:
+        if req.command != NT_TRANSACT_SECONDARY and t.data.total > 0xFFFF:
             dd = _widen(dd, t.got_data)
-        if pd + pc > len(t.params) or dd + dc > len(t.data) or not _fits(raw, po, pc) or \
+        if pd + pc > t.params.total or dd + dc > t.data.total or not _fits(raw, po, pc) or \
                 not _fits(raw, do, dc):
             del self.pending[key]
             return self.error(req, W.INVALID_PARAMETER, out, {"error": "bounds"})
-        t.params[pd:pd + pc] = raw[po:po + pc]
-        t.data[dd:dd + dc] = raw[do:do + dc]
+        if self.held() + pc + dc > self.m.s.cfg.max_pending_transactions:
+            # srv.sys would have failed to allocate it: the transaction is gone
+            del self.pending[key]
+            return self.error(req, INSUFF_SERVER_RESOURCES, out, {"error": "pending bytes"})
+        if not (t.params.write(pd, raw[po:po + pc]) and t.data.write(dd, raw[do:do + dc])):
+            del self.pending[key]
+            return self.error(req, W.INVALID_PARAMETER, out, {"error": "scattered"})
         t.got_params += pc
         t.got_data += dc
         if not t.whole():
@@ -188,11 +206,11 @@ class Transactions:
                                last.pid, last.uid, last.mid)
         sub = struct.unpack_from("<H", t.setup)[0] if len(t.setup) >= 2 else -1
         confused = kind != t.command
-        if kind == TRANSACTION2 and (confused or len(t.data) > 0xFFFF) and \
+        if kind == TRANSACTION2 and (confused or t.data.total > 0xFFFF) and \
                 sub == TRANS2_OPEN2 and self.vulnerable:
             return self.eternalblue(req, t, out)
         if confused:
-            out += self.exploit_bytes("confused", t)
+            out += self.exploit_bytes("confused", t.command, t.params.whole(), t.data.whole())
         if kind == TRANSACTION and len(t.setup) >= 4:
             fid = struct.unpack_from("<H", t.setup, 2)[0]
             if sub == PEEK_NM_PIPE and self.vulnerable and \
@@ -201,7 +219,7 @@ class Transactions:
                                                  "data": b""}))
                 return self.error(req, INSUFF_SERVER_RESOURCES, out, {"subcommand": sub,
                                                                       "fid": fid})
-            return self.smb1.fileops.pipe_transaction(req, sub, fid, bytes(t.data),
+            return self.smb1.fileops.pipe_transaction(req, sub, fid, t.data.whole(),
                                                       t.max_data, out)
         if kind == TRANSACTION2 and sub == TRANS2_SESSION_SETUP and self.vulnerable and \
                 self.m.s.cfg.doublepulsar and not self.implant.killed:
@@ -220,19 +238,21 @@ class Transactions:
         out.append(CaptureEnd(stream, f"smb://{self.m.remote_host}/{name}", complete))
         return out
 
-    def exploit_bytes(self, stage: str, t: Trans, complete: bool = True) -> list[Action]:
-        data = bytes(t.params) + bytes(t.data)
+    def exploit_bytes(self, stage: str, command: int, params: bytes, data: bytes,
+                      complete: bool = True) -> list[Action]:
+        """The incident and the capture of a transaction's parameters and data."""
+        both = params + data
         out: list[Action] = [Emit("smb.ms17_010", {
-            "stage": stage, "size": len(data), "data": bytes(t.data[:HEAD]),
-            "command": W.smb1_name(t.command)})]
-        if data:
-            out += self._capture("ms17-010", data, complete)
+            "stage": stage, "size": len(both), "data": data[:HEAD],
+            "command": W.smb1_name(command)})]
+        if both:
+            out += self._capture("ms17-010", both, complete)
         return out
 
     def eternalblue(self, req: W.Smb1Header, t: Trans, out: list[Action]) -> bytes:
         """The FEA list overflows in SrvOs2FeaListToNt; the request fails with
         STATUS_INVALID_PARAMETER, which the exploit takes as the sign it worked."""
-        out += self.exploit_bytes("trigger", t)
+        out += self.exploit_bytes("trigger", t.command, t.params.whole(), t.data.whole())
         return self.error(req, W.INVALID_PARAMETER, out,
                           {"subcommand": TRANS2_OPEN2, "size": t.size(),
                            "started_as": W.smb1_name(t.command)})
@@ -243,14 +263,14 @@ class Transactions:
         delta, detail = D.OK, {}
         payload = None
         if op == D.EXEC:
-            step = self.implant.exec(bytes(t.params), bytes(t.data))
+            step = self.implant.exec(t.params.whole(), t.data.whole())
             delta, detail, payload = step.delta, step.detail, step.payload
         elif op == D.KILL:
             self.implant.killed = True
         elif op != D.PING:
             delta = D.BAD_PARAMS
-        fields: dict[str, Any] = {"op": name, "size": len(t.data), "key": f"{self.implant.key:08x}",
-                                  "detail": detail}
+        fields: dict[str, Any] = {"op": name, "size": t.data.total,
+                                  "key": f"{self.implant.key:08x}", "detail": detail}
         if payload is not None:
             at, pe = D.cut_pe(payload)
             fields["detail"] = {**detail, "payload": len(payload), "pe": pe, "pe_offset": at}
@@ -266,10 +286,12 @@ class Transactions:
         return bytes(head) + b"\0\0\0"
 
     def closed(self) -> list[Action]:
-        """The connection went with an oversized transaction open: what came is kept."""
+        """The connection went with an oversized transaction open: the bytes that came are
+        kept, in offset order (never the zeros of what was only announced)."""
         out: list[Action] = []
         for t in self.pending.values():
-            if len(t.data) > 0xFFFF and t.got_data:
-                out += self.exploit_bytes("incomplete", t, complete=False)
+            if t.data.total > 0xFFFF and t.got_data:
+                out += self.exploit_bytes("incomplete", t.command, t.params.received(),
+                                          t.data.received(), complete=False)
         self.pending.clear()
         return out
