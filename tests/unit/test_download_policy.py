@@ -103,3 +103,33 @@ def test_schemes_are_configurable() -> None:
     with pytest.raises(FetchError) as err:
         parse("ftp://1.2.3.4/x", ["http"])
     assert err.value.reason == "scheme"
+
+
+def test_a_stuck_lookup_times_out_in_its_own_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from muscipula.capture.download import policy as policy_module
+
+    stuck = threading.Event()
+    real = policy_module.socket.getaddrinfo
+
+    def slow(host: str, *args: object, **kw: object) -> object:
+        if host == "slow.example":
+            stuck.wait(5)
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(policy_module.socket, "getaddrinfo", slow)
+    p = Policy(["127.0.0.0/8"], resolvers=1)
+
+    async def go() -> None:
+        with pytest.raises(FetchError) as err:
+            await p.resolve("slow.example", 80, socket.SOCK_STREAM, 0.2)
+        assert err.value.reason == "dns" and err.value.detail == "timeout"
+        # the loop's default pool is not the one held by the stuck lookup
+        assert await asyncio.get_running_loop().run_in_executor(None, lambda: 7) == 7
+
+    try:
+        asyncio.run(go())
+    finally:
+        stuck.set()
+        p.close()

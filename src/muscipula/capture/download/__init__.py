@@ -82,7 +82,7 @@ def _again(outcome: Outcome) -> Outcome:
 class Downloader:
     def __init__(self, cfg: Download, store: Store, bus: Bus) -> None:
         self.cfg, self.store, self.bus = cfg, store, bus
-        self.policy = Policy(cfg.allow_networks)
+        self.policy = Policy(cfg.allow_networks, cfg.max_concurrent)
         self.memo: OrderedDict[str, _Entry] = OrderedDict()
         self.pending: deque[_Entry] = deque()
         self.running: set[_Entry] = set()
@@ -239,3 +239,4 @@ class Downloader:
         # why its offer came to nothing: say it now
         for entry in list(self.running):
             self._finish(entry, _failed(entry.url, "shutdown"), remember=False)
+        self.policy.close()

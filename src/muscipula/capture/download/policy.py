@@ -9,8 +9,10 @@ address a client would have picked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from muscipula.capture.download.errors import FetchError
 
@@ -42,9 +44,13 @@ def _plain(addr: Address) -> Address:
 
 
 class Policy:
-    def __init__(self, allow_networks: list[str]) -> None:
+    def __init__(self, allow_networks: list[str], resolvers: int = 8) -> None:
         self.allowed: list[Network] = [ipaddress.ip_network(n, strict=False)
                                        for n in allow_networks]
+        #: lookups run here, not in the loop's default pool: a lookup given up at its
+        #: timeout still holds its thread until the system resolver returns, and an
+        #: attacker's slow name servers must not starve what else uses that pool
+        self._resolvers = ThreadPoolExecutor(resolvers, thread_name_prefix="resolve")
 
     def refusal(self, addr: Address) -> str | None:
         """Why `addr` may not be reached (its class), or None."""
@@ -74,8 +80,9 @@ class Policy:
                       timeout: float) -> list[str]:
         """The checked addresses of `host`, in the resolver's order, without duplicates."""
         try:
-            infos = await asyncio.wait_for(
-                asyncio.get_running_loop().getaddrinfo(host, port, type=kind), timeout)
+            infos = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
+                self._resolvers, functools.partial(socket.getaddrinfo, host, port, type=kind)),
+                timeout)
         except TimeoutError:
             raise FetchError("dns", "timeout") from None
         except (OSError, UnicodeError) as exc:
@@ -86,3 +93,6 @@ class Policy:
             if ip not in seen:
                 seen.append(ip)
         return self.check(seen)
+
+    def close(self) -> None:
+        self._resolvers.shutdown(wait=False, cancel_futures=True)
