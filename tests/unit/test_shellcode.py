@@ -89,6 +89,12 @@ def test_detect_finds_getpc_in_each_payload(sample: bytes) -> None:
     data = HTTP + sample
     found = detect.candidates(data, 8)
     assert found and all(f >= len(HTTP) for f in found)
+    assert detect.maybe(data)  # the quick look that lets the others pass lets this in
+
+
+def test_the_quick_look_lets_ordinary_traffic_pass() -> None:
+    assert not detect.maybe(HTTP * 100) and not detect.maybe(SMB_NEGOTIATE)
+    assert not detect.maybe(Path(__file__).read_bytes())
 
 
 def test_detect_idioms() -> None:

@@ -50,6 +50,8 @@ class Emulator:
         self.scanned += 1
         cfg = self.cfg
         data, starts = detect.inbound(transcript, cfg.max_scan_bytes)
+        if not detect.maybe(data):
+            return
         found = detect.candidates(data, cfg.max_candidates)
         if not found:
             return
