@@ -5,6 +5,8 @@ Only the DER this needs; reading is a bounded walk that never raises."""
 
 from __future__ import annotations
 
+import functools
+
 SPNEGO_OID = "1.3.6.1.5.5.2"
 NTLMSSP_OID = "1.3.6.1.4.1.311.2.2.10"
 MS_KRB5_OID = "1.2.840.48018.1.2.2"
@@ -25,6 +27,7 @@ def tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag]) + _len(len(value)) + value
 
 
+@functools.lru_cache(maxsize=64)
 def oid(dotted: str) -> bytes:
     parts = [int(p) for p in dotted.split(".")]
     body = bytearray([40 * parts[0] + parts[1]])
@@ -38,6 +41,7 @@ def oid(dotted: str) -> bytes:
     return tlv(0x06, bytes(body))
 
 
+@functools.lru_cache(maxsize=16)
 def neg_token_init(mechs: tuple[str, ...], hint: bool = True) -> bytes:
     """The server's initial token (NEGOTIATE's security buffer): mechanisms and negHints."""
     body = tlv(0xA0, tlv(0x30, b"".join(oid(m) for m in mechs)))
