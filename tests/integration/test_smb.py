@@ -49,6 +49,12 @@ def test_windows_persona_with_smbclient_impacket_and_nmap(honeypot_factory):
     assert f"Computer name: {name}" in out and "Workgroup: WORKGROUP" in out
     assert "Message signing enabled but not required" in out
     assert "HOMEUSER" not in out and "dionaea" not in out.lower()
+    version = subprocess.run(["nmap", "-Pn", "-n", "-sV", "-p445,139", HOST],
+                             capture_output=True, text=True, timeout=120).stdout
+    line = next(x for x in version.splitlines() if x.startswith("445/tcp"))
+    assert " ".join(line.split()) == "445/tcp open microsoft-ds Microsoft Windows Server " \
+        "2008 R2 microsoft-ds (workgroup: WORKGROUP)", version
+    assert "cpe:/o:microsoft:windows_server_2008:r2" in version
 
     hp.stop()
     logins = hp.rows("SELECT login_username FROM logins ORDER BY login")

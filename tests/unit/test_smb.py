@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_smb1_negotiate_nt_lm_extended(tmp_path):
     reply = messages(m.receive(K.nbss(K.smb1_negotiate()), NOW))[0]
     assert reply[:4] == W.SMB1_MAGIC and reply[32] == 17
     index, mode, mpx, vcs, buf, _raw, _k, caps = struct.unpack_from("<HBHHIIII", reply, 33)
-    assert (index, mode, mpx, vcs, buf, caps) == (2, 3, 50, 1, 16644, 0x8001F3FD)
+    assert (index, mode, mpx, vcs, buf, caps) == (2, 3, 50, 1, 16644, 0x8001E3FD)
     assert struct.unpack_from("<H", reply, 28)[0] == 0  # TID echoed, not 0xFFFF
     assert reply[33 + 33] == 0  # challenge length 0: extended security
     data = reply[33 + 34 + 2:]
@@ -290,3 +291,20 @@ def test_a_short_nt_response_is_no_guest_pass(tmp_path):
         auth = K.ntlm_authenticate("mallory", "CORP", "WS01", nt, b"")
         acts = m.receive(K.nbss(K.smb2_session_setup(K.spnego_resp(auth), mid=2, sid=sid)), NOW)
         assert status2(messages(acts)[-1]) == want, nt
+
+
+def test_smb1_negotiate_answers_nmaps_probe_as_2008_r2_does(tmp_path):
+    # nmap's SMBProgNeg: flags 0x08, flags2 0x4001, eight dialects, NT LM 0.12 last
+    probe = (b"\xffSMBr\0\0\0\0\x08\x01\x40" + bytes(14) + b"\x40\x06\0\0\x01\0\0\x81\0"
+             + b"".join(b"\x02" + d + b"\0" for d in (
+                 b"PC NETWORK PROGRAM 1.0", b"MICROSOFT NETWORKS 1.03",
+                 b"MICROSOFT NETWORKS 3.0", b"LANMAN1.0", b"LM1.2X002", b"Samba",
+                 b"NT LANMAN 1.0", b"NT LM 0.12")))
+    m, _ctx = make(tmp_path)
+    reply = K.nbss(messages(m.receive(K.nbss(probe), NOW))[0])
+    # the service fingerprint nmap matches as "Microsoft Windows Server 2008 R2 microsoft-ds"
+    pattern = (rb"^\0\0\0.\xffSMBr\0\0\0\0\x88\x01@\0\0\0\0\0\0\0\0\0\0\0\0\0\0@\x06\0\0\x01\0"
+               rb"\x11\x07\0.2\0\x01\0\x04A\0\0\0\0\x01\0\0\0\0\0\xfd\xe3\x01\0.{21}"
+               rb"((?:..)*)\0\0((?:..)*)\0\0")
+    found = re.match(pattern, reply, re.DOTALL)
+    assert found and found.group(1).decode("utf-16-le") == "WORKGROUP"

@@ -31,7 +31,8 @@ class Product:
     smb1_max_mpx: int = 50
     smb1_max_buffer: int = 16644
     smb1_max_raw: int = 65536
-    smb1_capabilities: int = 0x8001F3FD
+    #: Windows Server 2008 R2's (no CAP_DFS on a member server: nmap's fingerprint of it)
+    smb1_capabilities: int = 0x8001E3FD
     #: minutes west of UTC, as SMB1 NEGOTIATE carries it
     timezone: int = 0
     #: ServerStartTime in SMB2 NEGOTIATE (Samba sends 0)

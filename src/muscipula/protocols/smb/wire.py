@@ -151,18 +151,21 @@ def parse_smb1(data: bytes) -> Smb1Header | None:
     return Smb1Header(command, flags, flags2, pid_high, tid, pid, uid, mid)
 
 
-#: REPLY | CASE_INSENSITIVE | CANONICALIZED_PATHS
-SMB1_REPLY_FLAGS = 0x98
+#: REPLY; the request's CASE_INSENSITIVE and CANONICALIZED_PATHS are echoed
+SMB1_REPLY = 0x80
+SMB1_ECHOED_FLAGS = 0x18
 #: UNICODE | NT_STATUS | EXTENDED_SECURITY | IS_LONG_NAME | EAS | LONG_NAMES (Windows' answer)
 SMB1_REPLY_FLAGS2 = 0xC843
+NT_STATUS = 0x4000
 
 
 def smb1_header(req: Smb1Header, status: int, *, uid: int | None = None,
                 tid: int | None = None, flags2: int | None = None) -> bytes:
-    f2 = SMB1_REPLY_FLAGS2 if flags2 is None else flags2
-    if not req.flags2 & 0x0800:
-        f2 &= ~0x0800
-    return _SMB1.pack(SMB1_MAGIC, req.command, status, SMB1_REPLY_FLAGS, f2, req.pid_high,
+    """Windows answers with the request's own flags (of those it knows) and NT statuses:
+    nmap tells 2008 R2 from 2003 by its 0x88/0x4001 answer to a 0x08/0x4001 request."""
+    f2 = (SMB1_REPLY_FLAGS2 if flags2 is None else flags2) & (req.flags2 | NT_STATUS)
+    flags = SMB1_REPLY | (req.flags & SMB1_ECHOED_FLAGS)
+    return _SMB1.pack(SMB1_MAGIC, req.command, status, flags, f2, req.pid_high,
                       bytes(8), 0, req.tid if tid is None else tid, req.pid,
                       req.uid if uid is None else uid, req.mid)
 
