@@ -175,7 +175,8 @@ class Download(Strict):
     tftp handlers did, but bounded and never towards the operator's own networks."""
 
     enabled: bool = True
-    schemes: list[str] = ["http", "https", "ftp", "tftp"]
+    #: tcp: a connect-back stager's handler, read for the stage it sends (capture/download/tcp)
+    schemes: list[str] = ["http", "https", "ftp", "tftp", "tcp"]
     max_bytes: PositiveInt = 16 * 1024 * 1024
     #: a whole fetch, redirects included
     timeout: Seconds = 120.0
@@ -193,6 +194,8 @@ class Download(Strict):
     #: every other such destination is refused (tests allow 127.0.0.0/8)
     allow_networks: list[str] = []
     user_agent: str = "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)"
+    #: tcp://: seconds without a byte, once the stage started, that end it
+    stage_idle: Seconds = 5.0
     #: URLs remembered for `repeat_window` (fetches running or waiting are never forgotten)
     memo_entries: PositiveInt = 4096
     #: connections one running fetch may serve besides the one that offered it

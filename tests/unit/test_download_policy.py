@@ -133,3 +133,13 @@ def test_a_stuck_lookup_times_out_in_its_own_pool(monkeypatch: pytest.MonkeyPatc
     finally:
         stuck.set()
         p.close()
+
+
+def test_a_stager_url_must_name_its_port_and_be_allowed() -> None:
+    assert parse("tcp://192.0.2.5:4444/", ["tcp"]).port == 4444
+    with pytest.raises(FetchError) as err:
+        parse("tcp://192.0.2.5/", ["tcp"])
+    assert err.value.reason == "url"
+    with pytest.raises(FetchError) as err:
+        parse("tcp://192.0.2.5:4444/", ["http"])
+    assert err.value.reason == "scheme"

@@ -259,3 +259,23 @@ def test_a_passing_failure_is_not_remembered_a_lasting_one_is(
         await d.close()
 
     asyncio.run(go())
+
+
+def test_a_handler_that_closes_without_a_stage_is_a_failure(tmp_path: Path) -> None:
+    async def go() -> None:
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        d, bus = make(tmp_path, allow_networks=["127.0.0.0/8"])
+        d.offer(3, f"tcp://127.0.0.1:{port}/")
+        for _ in range(100):
+            if bus.names(3):
+                break
+            await asyncio.sleep(0.02)
+        assert bus.failed(3) == "protocol"
+        await d.close()
+        server.close()
+
+    asyncio.run(go())

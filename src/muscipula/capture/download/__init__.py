@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from muscipula.capture.download import ftp, http, tftp
+from muscipula.capture.download import ftp, http, tcp, tftp
 from muscipula.capture.download.body import Body
 from muscipula.capture.download.errors import FetchError
 from muscipula.capture.download.policy import Policy
@@ -44,7 +44,7 @@ Outcome = list[tuple[str, dict[str, object]]]
 Fetch = Callable[[Target, Download, Policy, Body], Awaitable[None]]
 
 FETCHERS: dict[str, Fetch] = {"http": http.fetch, "https": http.fetch, "ftp": ftp.fetch,
-                              "tftp": tftp.fetch}
+                              "tftp": tftp.fetch, "tcp": tcp.fetch}
 
 
 @dataclass(eq=False)

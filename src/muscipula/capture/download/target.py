@@ -11,6 +11,8 @@ from urllib.parse import unquote, urlsplit
 from muscipula.capture.download.errors import FetchError
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "tftp": 69}
+#: schemes without a default port: the URL must name one (a stager's handler)
+PORT_REQUIRED = frozenset({"tcp"})
 #: bytes no FTP command or TFTP filename may carry (command injection, truncation)
 _CONTROL = ("\r", "\n", "\x00")
 #: the anonymous FTP login of the browser the default User-Agent names
@@ -38,12 +40,12 @@ def parse(url: str, schemes: list[str] | tuple[str, ...]) -> Target:
         port = parts.port
     except ValueError as exc:
         raise FetchError("url", str(exc)) from None
-    if scheme not in DEFAULT_PORTS or scheme not in schemes:
+    if (scheme not in DEFAULT_PORTS and scheme not in PORT_REQUIRED) or scheme not in schemes:
         raise FetchError("scheme", scheme or "none")
     if not host:
         raise FetchError("url", "no host")
-    if port == 0:
-        raise FetchError("url", "port 0")
+    if port == 0 or (port is None and scheme in PORT_REQUIRED):
+        raise FetchError("url", "no port")
     port = port or DEFAULT_PORTS[scheme]
     user, password = ANONYMOUS
     if parts.username:

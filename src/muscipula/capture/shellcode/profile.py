@@ -84,6 +84,7 @@ def findings(trace: list[dict[str, Any]]) -> Findings:
     out = Findings()
     connects: dict[int, tuple[str, int | None]] = {}  # handle -> (server, port)
     listening: dict[int, int] = {}  # socket -> port bound
+    connected: dict[int, str] = {}  # socket -> tcp:// URL of the handler it reached
     for item in trace:
         call = short_name(str(item.get("call", "")))
         args = item.get("args") or []
@@ -122,9 +123,17 @@ def findings(trace: list[dict[str, Any]]) -> Findings:
                 out.service(f"bindshell://{listening[sock]}")
         elif call in ("connect", "WSAConnect"):
             hp = _hostport(arg(1))
+            sock = _int(arg(0))
             if hp:
                 host = f"[{hp[0]}]" if ":" in hp[0] else hp[0]
                 out.service(f"connectbackshell://{host}:{hp[1]}")
+                if sock is not None:
+                    connected[sock] = f"tcp://{host}:{hp[1]}/"
+        elif call in ("recv", "WSARecv"):
+            # a stager reading its next stage from the handler it connected to
+            stage = connected.get(_int(arg(0)) or -1)
+            if stage:
+                out.offer(stage)
     if out.commands:
         for url in find_offers("\n".join(out.commands)):
             out.offer(url)

@@ -1,0 +1,62 @@
+"""Second stages: what a connect-back stager's handler sends once connected to.
+
+Staged shellcode (the common reverse-TCP stagers) connects to its handler and reads the
+next stage from that socket; the emulator offers that address as tcp://host:port/.
+Connecting as the stager would and keeping what the handler sends is the only way to
+capture the stage: the handler sends it at once and then waits for it to run, so the
+stage has ended when `stage_idle` seconds pass without a byte (or at the peer's close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from muscipula.capture.download.body import Body
+from muscipula.capture.download.errors import FetchError
+from muscipula.capture.download.policy import Policy
+from muscipula.capture.download.target import Target
+from muscipula.config import Download
+
+READ = 65536
+
+
+async def fetch(target: Target, cfg: Download, policy: Policy, body: Body) -> None:
+    addrs = await policy.resolve(target.host, target.port, socket.SOCK_STREAM,
+                                 cfg.connect_timeout)
+    last: FetchError | None = None
+    for ip in addrs[:4]:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(ip, target.port), cfg.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            last = FetchError("connect", f"{ip}: {exc or 'timeout'}")
+            continue
+        try:
+            await _read_stage(reader, cfg, body)
+        finally:
+            writer.close()
+        return
+    assert last is not None
+    raise last
+
+
+async def _read_stage(reader: asyncio.StreamReader, cfg: Download, body: Body) -> None:
+    while True:
+        # before the first byte, the slow guard of the scheduler applies; after it,
+        # a pause of stage_idle ends the stage
+        wait = cfg.stage_idle if body.received else None
+        try:
+            chunk = await asyncio.wait_for(reader.read(READ), wait)
+        except TimeoutError:
+            return
+        except OSError as exc:
+            if body.received:
+                return  # reset after the stage: what came is the stage
+            raise FetchError("connect", str(exc)) from None
+        if not chunk:
+            if not body.received:
+                raise FetchError("protocol", "closed before sending anything")
+            return
+        if not body.write(chunk):
+            return
