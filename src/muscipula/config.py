@@ -196,6 +196,11 @@ class Download(Strict):
     user_agent: str = "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)"
     #: tcp://: seconds without a byte, once the stage started, that end it
     stage_idle: Seconds = 5.0
+    #: a bind stager's port is opened for its attacker's handler (capture/bindstage.py),
+    #: this long, at most this many at once
+    bind_stages: bool = True
+    bind_wait: Seconds = 60.0
+    max_bind_listeners: PositiveInt = 4
     #: URLs remembered for `repeat_window` (fetches running or waiting are never forgotten)
     memo_entries: PositiveInt = 4096
     #: connections one running fetch may serve besides the one that offered it

@@ -75,7 +75,7 @@ REGISTRY: dict[str, Spec] = {
     "emu.profile": _s("the API calls emulated shellcode made ({call, args, return} list)",
                       "profile"),
     "emu.service": _s("emulated shellcode opened a shell: bindshell://port or "
-                      "connectbackshell://host:port", "url"),
+                      "connectbackshell://host:port", "url", "local_host", "remote_host"),
     # services
     "blackhole.data": _s("bytes that arrived at the blackhole", "size"),
     # --- sip

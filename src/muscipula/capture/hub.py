@@ -16,6 +16,7 @@ from muscipula.incidents import Bus, Connection, Incident
 from muscipula.store import Store
 
 if TYPE_CHECKING:
+    from muscipula.capture.bindstage import BindCatcher
     from muscipula.capture.download import Downloader
     from muscipula.capture.shellcode import Emulator
 
@@ -31,6 +32,7 @@ class CaptureHub:
         self.bus = bus
         self.downloader: Downloader | None = None
         self.emulator: Emulator | None = None
+        self.binds: BindCatcher | None = None
 
     def start(self) -> None:
         """Before the privileges drop: the emulator's workers import their engine here."""
@@ -39,6 +41,11 @@ class CaptureHub:
 
             self.downloader = Downloader(self.cfg.download, self.store, self.bus)
             self.bus.subscribe("download.offer", self._offer)
+            if self.cfg.download.bind_stages:
+                from muscipula.capture.bindstage import BindCatcher
+
+                self.binds = BindCatcher(self.cfg.download, self.store, self.bus)
+                self.bus.subscribe("emu.service", self.binds.service)
         if self.cfg.shellcode.enabled:
             from muscipula.capture.shellcode import Emulator
 
@@ -62,5 +69,7 @@ class CaptureHub:
         up and each says so with a download.failed."""
         if self.emulator is not None:
             await self.emulator.close()
+        if self.binds is not None:
+            await self.binds.close()
         if self.downloader is not None:
             await self.downloader.close()

@@ -121,7 +121,8 @@ class Emulator:
         self.bus.emit("emu.profile", conn.id,
                       {"profile": json.dumps(profile, separators=(",", ":"))})
         for url in result.get("services") or []:
-            self.bus.emit("emu.service", conn.id, {"url": url})
+            self.bus.emit("emu.service", conn.id, {"url": url, "local_host": conn.local_host,
+                                                   "remote_host": conn.remote_host})
         for url in result.get("offers") or []:
             self.bus.emit("download.offer", conn.id, {"url": url, "source": "shellcode"})
 

@@ -1,0 +1,122 @@
+"""Second stages sent to a bind stager: listening where the emulated shellcode listened.
+
+A bind stager opens a port on the victim and waits; the attacker's handler connects to
+it and sends the next stage. When emulation finds one (emu.service bindshell://port),
+that port is opened on the address the attack came to, for `bind_wait` seconds, for the
+attacking address only; what its handler sends (ended by `stage_idle` seconds of
+silence, the peer's close, or `max_bytes`) is stored as bindstage://address:port/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from urllib.parse import urlsplit
+
+from muscipula.capture.download.body import Body
+from muscipula.capture.download.errors import FetchError
+from muscipula.config import Download
+from muscipula.incidents import Bus, Incident
+from muscipula.store import Store, stored_incidents
+
+log = logging.getLogger(__name__)
+READ = 65536
+
+
+class BindCatcher:
+    def __init__(self, cfg: Download, store: Store, bus: Bus) -> None:
+        self.cfg, self.store, self.bus = cfg, store, bus
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def service(self, incident: Incident) -> None:
+        """An emu.service incident: a bind stager's port is opened for its attacker."""
+        f = incident.fields
+        parts = urlsplit(str(f.get("url", "")))
+        port = int(parts.netloc) if parts.scheme == "bindshell" and parts.netloc.isdigit() \
+            else 0
+        local, remote = f.get("local_host"), f.get("remote_host")
+        if not 0 < port < 65536 or not isinstance(local, str) or not isinstance(remote, str):
+            return
+        host = f"[{local}]" if ":" in local else local
+        url = f"bindstage://{host}:{port}/"
+        if len(self.tasks) >= self.cfg.max_bind_listeners:
+            self._emit(incident.conn, [("download.failed", {
+                "url": url, "reason": "busy",
+                "detail": f"{len(self.tasks)} stage listeners open"})])
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._catch(incident.conn, local, remote, port, url))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _catch(self, conn: int, local: str, remote: str, port: int, url: str) -> None:
+        body = Body(self.store, self.cfg.max_bytes)
+        got: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peer = writer.get_extra_info("peername") or ("",)
+            if got.done() or peer[0] != remote:
+                writer.close()  # only the attacker's handler, and only once
+                return
+            try:
+                await self._read(reader, body)
+                if not got.done():
+                    got.set_result(None)
+            except FetchError as exc:
+                if not got.done():
+                    got.set_exception(exc)
+            finally:
+                writer.close()
+
+        outcome: list[tuple[str, dict[str, object]]]
+        try:
+            server = await asyncio.start_server(accept, local, port, reuse_address=True)
+        except OSError as exc:
+            self._emit(conn, [("download.failed", {"url": url, "reason": "listen",
+                                                   "detail": exc.strerror or str(exc)})])
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(got), self.cfg.bind_wait)
+            outcome = stored_incidents(url, body.finish(), body.cut is None)
+        except TimeoutError:
+            body.abort()
+            outcome = [("download.failed", {"url": url, "reason": "timeout",
+                                            "detail": "no stage came"})]
+        except FetchError as exc:
+            body.abort()
+            outcome = [("download.failed", {"url": url, "reason": exc.reason,
+                                            "detail": exc.detail})]
+        except asyncio.CancelledError:
+            body.abort()
+            self._emit(conn, [("download.failed", {"url": url, "reason": "shutdown",
+                                                   "detail": ""})])
+            raise
+        finally:
+            server.close()
+        self._emit(conn, outcome)
+
+    async def _read(self, reader: asyncio.StreamReader, body: Body) -> None:
+        while True:
+            wait = self.cfg.stage_idle if body.received else self.cfg.bind_wait
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ), wait)
+            except (TimeoutError, OSError):
+                chunk = b""
+            if not chunk:
+                if not body.received:
+                    raise FetchError("protocol", "closed before sending anything")
+                return
+            if not body.write(chunk):
+                return
+
+    def _emit(self, conn: int, outcome: list[tuple[str, dict[str, object]]]) -> None:
+        for name, fields in outcome:
+            self.bus.emit(name, conn, dict(fields))
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait(list(self.tasks), timeout=5.0)
