@@ -294,3 +294,23 @@ def test_audio_offer_by_name_and_bad_numbers():
     assert offer is not None and offer.port == 7000 and offer.formats == (0, 101)
     assert offer.codec(rtp.G711) == 0 and offer.event_type() == 101
     assert sdp.audio_offer(b"v=0\r\nm=audio x RTP/AVP 0\r\n") is None
+
+
+def test_max_media_ports_holds_across_sessions_and_comes_back_with_them(tmp_path):
+    body = {"extensions": ["101"], "invite": {"auth": False, "final": "answer",
+                                              "ring_delay": 0, "answer_delay": 0.5},
+            "rtp": {"ports": [20000, 20100], "max_media_ports": 2}}
+    cfg = config.load(extra={"persona": {"preset": "debian-12"}, "services": {"sip": body}})
+    factory = services.factory("sip", cfg, tmp_path)
+    # one address, many UDP source ports: one session each
+    first, second, third = (factory(Peer("127.0.0.1", 5060, "10.1.2.3", 40000 + i, "udp"))
+                            for i in range(3))
+    answered(first, "a")
+    answered(second, "b")
+    third.receive(req("INVITE", body=OFFER, call_id="c"), 20.0)
+    out = third.timer(20.5)
+    assert not of(out, ChildListen) and of(out, Send)[0].data.startswith(b"SIP/2.0 488")
+    assert emits(out, "connection.limit") == [{"limit": "rtp.max_media_ports", "value": 2}]
+    first.closed(21.0)  # its session ends: its port is given back
+    third.receive(req("INVITE", body=OFFER, call_id="d", cseq=2), 22.0)
+    assert of(third.timer(22.5), ChildListen)

@@ -18,7 +18,7 @@ from muscipula.machine import Peer
 from muscipula.protocols.sip import records as _records  # noqa: F401 - registers writers
 from muscipula.protocols.sip.digest import Nonces
 from muscipula.protocols.sip.machine import Setup, SipSession
-from muscipula.protocols.sip.media import MediaSetup
+from muscipula.protocols.sip.media import MediaSetup, PortBudget
 from muscipula.protocols.sip.policy import LoginPolicy
 from muscipula.protocols.sip.products import for_agent
 from muscipula.services import ServiceContext, ServiceSpec
@@ -54,6 +54,8 @@ class SipRtp(Strict):
     idle_timeout: Seconds = 30.0
     #: calls of one peer with a media port at once; past it, calls are refused with 488
     max_calls_with_media: Annotated[int, Field(ge=0, le=1024)] = 4
+    #: media ports of all sessions together (one address can open many UDP sessions)
+    max_media_ports: Annotated[int, Field(ge=0, le=65536)] = 256
     #: seconds of silence the PBX sends back once the caller's media arrives (0: none)
     send_seconds: Annotated[float, Field(ge=0, le=60)] = 3.0
 
@@ -120,7 +122,7 @@ def build(ctx: ServiceContext):
         expires=cfg.max_expires,
         media=MediaSetup(cfg.rtp.ports, cfg.rtp.record, cfg.rtp.max_bytes, cfg.rtp.max_packets,
                          cfg.rtp.idle_timeout, cfg.rtp.max_calls_with_media,
-                         cfg.rtp.send_seconds),
+                         cfg.rtp.send_seconds, PortBudget(cfg.rtp.max_media_ports)),
     )
 
     def factory(peer: Peer) -> SipSession:

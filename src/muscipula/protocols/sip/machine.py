@@ -327,10 +327,9 @@ class SipSession(BaseMachine):
                 del self.calls[call_id]
                 out += self.media.finish(call.tag, "failed", now)
                 out.append(Send(self._response(call.req, 488)))
-            elif self.media.busy():
+            elif (limit := self.media.busy()) is not None:
                 del self.calls[call_id]
-                out.append(Emit("connection.limit", {"limit": "rtp.max_calls_with_media",
-                                                     "value": self.media.s.max_calls}))
+                out.append(Emit("connection.limit", {"limit": limit[0], "value": limit[1]}))
                 out.append(Send(self._response(call.req, 488)))
             else:
                 codec, event_pt = self._codecs(call)

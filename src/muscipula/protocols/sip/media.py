@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import weakref
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -47,6 +48,21 @@ PACE = BURST * SAMPLES / 8000
 SILENCE = {0: b"\xff", 8: b"\xd5"}
 
 
+class PortBudget:
+    """The media ports all sessions of the service hold together (rtp.max_media_ports).
+
+    Counted from the sessions themselves, which it holds weakly: a session that goes away
+    gives its ports back by going, so no path can leak a count. Only sessions that have
+    opened media are looked at, and only when a call is about to be answered."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.members: weakref.WeakSet[Media] = weakref.WeakSet()
+
+    def full(self) -> bool:
+        return sum(len(m.opening) + len(m.streams) for m in self.members) >= self.limit
+
+
 @dataclass(frozen=True, slots=True)
 class MediaSetup:
     ports: tuple[int, int]
@@ -56,6 +72,7 @@ class MediaSetup:
     idle_timeout: float
     max_calls: int
     send_seconds: float = 0.0
+    budget: PortBudget | None = None
 
 
 @dataclass(slots=True)
@@ -112,13 +129,21 @@ class Media:
         self.senders: dict[str, _Sender] = {}
         self.count = 0
 
-    def busy(self) -> bool:
-        return len(self.opening) + len(self.streams) >= self.s.max_calls
+    def busy(self) -> tuple[str, int] | None:
+        """The limit (name, value) that refuses more media: this session's
+        (max_calls_with_media) or the service's (max_media_ports); None if neither."""
+        if len(self.opening) + len(self.streams) >= self.s.max_calls:
+            return "rtp.max_calls_with_media", self.s.max_calls
+        if self.s.budget is not None and self.s.budget.full():
+            return "rtp.max_media_ports", self.s.budget.limit
+        return None
 
     def open(self, call_id: str, codec: int, event_pt: int, now: float) -> tuple[str, Action]:
         """A new channel for `call_id`: its tag and the ChildListen to carry out."""
         self.count += 1
         tag = f"rtp{self.count}"
+        if self.s.budget is not None:
+            self.s.budget.members.add(self)
         job = _Opening(call_id, codec, event_pt)
         self.opening[tag] = job
         return tag, self._listen(tag, job, now)
