@@ -16,12 +16,12 @@ from urllib.parse import urlsplit
 
 from muscipula.capture.download.body import Body
 from muscipula.capture.download.errors import FetchError
+from muscipula.capture.download.tcp import read_stage
 from muscipula.config import Download
 from muscipula.incidents import Bus, Incident
 from muscipula.store import Store, stored_incidents
 
 log = logging.getLogger(__name__)
-READ = 65536
 
 
 class BindCatcher:
@@ -60,7 +60,7 @@ class BindCatcher:
                 writer.close()  # only the attacker's handler, and only once
                 return
             try:
-                await self._read(reader, body)
+                await read_stage(reader, body, self.cfg.bind_wait, self.cfg.stage_idle)
                 if not got.done():
                     got.set_result(None)
             except FetchError as exc:
@@ -95,20 +95,6 @@ class BindCatcher:
         finally:
             server.close()
         self._emit(conn, outcome)
-
-    async def _read(self, reader: asyncio.StreamReader, body: Body) -> None:
-        while True:
-            wait = self.cfg.stage_idle if body.received else self.cfg.bind_wait
-            try:
-                chunk = await asyncio.wait_for(reader.read(READ), wait)
-            except (TimeoutError, OSError):
-                chunk = b""
-            if not chunk:
-                if not body.received:
-                    raise FetchError("protocol", "closed before sending anything")
-                return
-            if not body.write(chunk):
-                return
 
     def _emit(self, conn: int, outcome: list[tuple[str, dict[str, object]]]) -> None:
         for name, fields in outcome:

@@ -33,7 +33,8 @@ async def fetch(target: Target, cfg: Download, policy: Policy, body: Body) -> No
             last = FetchError("connect", f"{ip}: {exc or 'timeout'}")
             continue
         try:
-            await _read_stage(reader, cfg, body)
+            # before the first byte, the scheduler's slow guard applies
+            await read_stage(reader, body, None, cfg.stage_idle)
         finally:
             writer.close()
         return
@@ -41,19 +42,20 @@ async def fetch(target: Target, cfg: Download, policy: Policy, body: Body) -> No
     raise last
 
 
-async def _read_stage(reader: asyncio.StreamReader, cfg: Download, body: Body) -> None:
+async def read_stage(reader: asyncio.StreamReader, body: Body, first_wait: float | None,
+                     idle: float) -> None:
+    """Keep what comes until `idle` seconds pass without a byte once it started (or the
+    peer's close, or the body's cut); FetchError if nothing came at all."""
     while True:
-        # before the first byte, the slow guard of the scheduler applies; after it,
-        # a pause of stage_idle ends the stage
-        wait = cfg.stage_idle if body.received else None
+        wait = idle if body.received else first_wait
         try:
             chunk = await asyncio.wait_for(reader.read(READ), wait)
         except TimeoutError:
-            return
+            chunk = b""
         except OSError as exc:
-            if body.received:
-                return  # reset after the stage: what came is the stage
-            raise FetchError("connect", str(exc)) from None
+            if not body.received:
+                raise FetchError("connect", str(exc)) from None
+            chunk = b""  # reset after the stage: what came is the stage
         if not chunk:
             if not body.received:
                 raise FetchError("protocol", "closed before sending anything")
