@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from tests.conftest import only
@@ -178,17 +179,20 @@ def ftp_servers(tmp_path: Path) -> Iterator[tuple[int, int]]:
     auth = DummyAuthorizer()
     auth.add_anonymous(str(root))
     auth.add_user("bob", "s3cret", str(root), perm="elr")
+    # both servers on one IOLoop served by one thread: pyftpdlib's loop is not
+    # thread-safe, and two threads running it race on each other's connections
+    ioloop = IOLoop()
     servers = []
     for cls in (FTPHandler, NoEpsv):
         handler = type(f"H{cls.__name__}", (cls,), {"authorizer": auth,
                                                     "passive_ports": None})
-        srv = FTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=srv.serve_forever, kwargs={"timeout": 0.2},
-                         daemon=True).start()
-        servers.append(srv)
+        servers.append(FTPServer(("127.0.0.1", 0), handler, ioloop=ioloop))
+    thread = threading.Thread(target=servers[0].serve_forever, kwargs={"timeout": 0.2},
+                              daemon=True)
+    thread.start()
     yield servers[0].address[1], servers[1].address[1]
-    for srv in servers:
-        srv.close_all()
+    servers[0].close_all()
+    thread.join(timeout=5)
 
 
 def test_ftp_offers_are_fetched(honeypot_factory: Any, ftp_servers: tuple[int, int]) -> None:
