@@ -116,7 +116,8 @@ def test_a_batch_of_heavy_statements_stops_at_the_budget(tmp_path):
     factory, _ = make(tmp_path, max_request_steps=3_000_000, max_statement_steps=1_000_000)
     m, _ = logged_in(factory)
     heavy = HEAVY.replace("@lim", "1000000000")
-    acts = send(m, T.SQL_BATCH, batch(";".join([heavy] * 400) + ";SELECT 2"))
+    # 20 statements: their text costs ~0.3 M steps to split, each ~1 M to run
+    acts = send(m, T.SQL_BATCH, batch(";".join([heavy] * 20) + ";SELECT 2"))
     assert m.sql.meter.spent <= 3_000_000 + 100_000
     found = well_formed(text(acts))
     errors = [n for k, n in found if k == 0xAA]

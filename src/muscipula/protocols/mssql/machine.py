@@ -322,12 +322,22 @@ class MssqlMachine(BaseMachine):
         out: list[Action] = [Emit("mssql.command", {"status": "complete", "cmd": text})]
         sql.request()
         tokens = sql.batch(text, now)
+        out += self._effects(sql)
+        out.append(self._reply(tokens))
+        return out
+
+    @staticmethod
+    def _effects(sql: SqlSession) -> list[Action]:
+        """What a request did besides its answer: URLs offered, its work budget run out."""
+        out: list[Action] = []
         fx = sql.effects
         for url in fx.offers:
             out.append(Emit("download.offer", {"url": url, "source": "mssql"}))
         fx.offers.clear()
         fx.commands.clear()
-        out.append(self._reply(tokens))
+        if sql.meter.exhausted:  # answered 8645: what it was charged, refused work included
+            out.append(Emit("connection.limit", {"limit": "max_request_steps",
+                                                 "value": sql.meter.spent}))
         return out
 
     # ------------------------------------------------------------ RPC
@@ -377,11 +387,7 @@ class MssqlMachine(BaseMachine):
                 fault = None
                 break
             tokens += answer
-        fx = sql.effects
-        for url in fx.offers:
-            out.append(Emit("download.offer", {"url": url, "source": "mssql"}))
-        fx.offers.clear()
-        fx.commands.clear()
+        out += self._effects(sql)
         if fault is not None:  # the calls before it were answered; then its error
             return out + self._rpc_fault(fault, payload, bytes(tokens))
         out.append(self._reply(bytes(tokens)))

@@ -22,7 +22,6 @@ from muscipula.protocols.mssql.rpc import Call, Param, bound_literal, literal
 from muscipula.protocols.mssql.sql import (
     _OUT_OF_RESOURCES,
     _REQUEST_SPENT,
-    TEXT_STEPS,
     Bound,
     SqlError,
     SqlSession,
@@ -142,9 +141,10 @@ class ProcRunner:
                 raise SqlError(8178, 1, 16, f"The parameterized query '({definition})"
                                             f"{statement}' expects the parameter '{name}', "
                                             "which was not supplied."[:2047])
-        self.sql.meter.charge(TEXT_STEPS * len(statement))
-        # bound whole once, for the ceiling (8623) before anything runs
-        bind(statement, {k: b.literal for k, b in bound.items()}, self.sql.s.max_batch_chars)
+        if bound:  # bound whole once, for the ceiling (8623) before anything runs
+            self.sql.charge_text(statement, go=False)
+            bind(statement, {k: b.literal for k, b in bound.items()},
+                 self.sql.s.max_batch_chars)
         before = self.sql.failures
         tokens = self.sql.batch(statement, now, inproc=True, rpc=True, params=bound)
         return tokens, self.sql.failures > before

@@ -66,7 +66,9 @@ _EXEC = re.compile(r"(?is)^(?:exec(?:ute)?\s+)?(?:@\w+\s*=\s*)?"
                    r"((?:\[?\w+\]?\s*\.\s*(?:\[?\w*\]?\s*\.\s*)?)?\[?\w+\]?)\s*(.*)$")
 _USE = re.compile(r"(?is)^use\s+\[?([^\]\s;]+)\]?\s*$")
 _RECONFIGURE = re.compile(r"(?is)\breconfigure(?:\s+with\s+override)?\s*$")
-_GO = re.compile(r"(?im)^\s*go\s*$")
+#: a GO line: blanks around it on its own line only (`\s*` crossed lines: quadratic on
+#: a batch of blank lines, 200,000 of them took ~2 min)
+_GO = re.compile(r"(?im)^[^\S\n]*go[^\S\n]*$")
 _WORD = re.compile(r"[\w@#$]+|\S")
 _VARIABLE = re.compile(r"@@?[\w#$@]+")
 
@@ -124,13 +126,44 @@ _REQUEST_SPENT = SqlError(8645, 1, 17, "A timeout occurred while waiting for mem
                           "to execute the query in resource pool 'default' (2). Rerun the query.")
 
 #: the cost model, in SQLite VM steps (~10 ns each): what parsing and translating costs in
-#: Python, measured against the steps SQLite runs in the same time
+#: Python, measured against the steps SQLite runs in the same time. Each charge is made before
+#: the work it pays for, so a request past its budget is refused without doing it.
 STATEMENT_STEPS = 20_000  # a statement's fixed cost (parse, rewrite, generate, dispatch)
-TOKEN_STEPS = 800  # per token of a statement parsed and translated
-TEXT_STEPS = 5  # per character of a batch split into statements (or a statement bound)
+#: per parse unit of a statement (a token is 2 units, see _UNITS). Measured on 64 KiB
+#: statements (Python 3.11, sqlglot 30): `1+1+..` ~1,180 steps a token, `a+a+..` ~1,710,
+#: `1=1 OR ..` ~1,310, IN lists of 30,000 ~880, multi-row VALUES ~930, UNION ALL chains
+#: ~2,190, CAST lists ~3,170 (generating each cast)
+TOKEN_STEPS = 700
+#: the text of a request, charged before it is split (or bound) at all: first SCAN_STEPS a
+#: character for counting what splitting will cost (a C regex pass, ~115 ns a character at
+#: worst on `;;;..`, and the GO split, ~23 ns on `GO\n..`); then CHAR_STEPS a character,
+#: PIECE_STEPS a piece (a word, string, `--` comment or punctuation mark: what sqlglot's
+#: tokenizer makes a token of, ~2.2-2.5 us each, plus ~0.6 us in the split loop: `;;;..`
+#: ~2,560 steps a character, `1+1+..` ~3,120) and CHUNK_STEPS a GO-separated chunk (~7.5 us
+#: each on `GO\n..`). Blanks, newlines (~24 steps each) and comment or `"..""..` text (~25)
+#: are what CHAR_STEPS covers.
+SCAN_STEPS = 15
+CHAR_STEPS = 30
+PIECE_STEPS = 350
+CHUNK_STEPS = 800
 CALL_STEPS = 20_000  # an RPC call decoded, recorded and dispatched
 PARAM_STEPS = 200  # per parameter of an RPC call
 _PERIOD = 10_000  # how often backend.Session's progress handler runs, in steps
+#: what the tokenizer will make a token of, strings and line comments whole (linear: a
+#: quote with no close fails once, and no later quote is left to try)
+_PIECE = re.compile(r"'(?:[^']|'')*'|--[^\n]*|[\w@#$]+|[^\w\s]")
+#: parse units of a token past the 2 of any token: names (column nodes) and what costs
+#: most to generate (CAST/CONVERT), set operations (a select tree each)
+_UNITS = {"CAST": 20, "TRY_CAST": 20, "CONVERT": 20, "TRY_CONVERT": 20, "UNION": 8,
+          "EXCEPT": 8, "INTERSECT": 8}
+
+
+def text_cost(text: str, go: bool = True) -> int:
+    """What splitting `text` into statements costs (after SCAN_STEPS a character counting
+    it), so that it is charged before the tokenizer sees any of it."""
+    chunks = len(_GO.findall(text)) + 1 if go else 1
+    return (CHUNK_STEPS * chunks + CHAR_STEPS * len(text)
+            + PIECE_STEPS * _PIECE.subn("", text)[1])
 
 
 class Meter:
@@ -198,14 +231,15 @@ def split_batch(text: str, go: bool = True) -> list[str]:
 
 
 def split_counted(text: str, go: bool = True) -> list[tuple[str, int]]:
-    """`split_batch` with each statement's token count (what parsing it will cost). GO is a
-    separator of client tools only: text that came by RPC is split without it."""
+    """`split_batch` with each statement's parse units (what parsing it will cost, see
+    TOKEN_STEPS). GO is a separator of client tools only: text that came by RPC is split
+    without it."""
     pieces: list[tuple[str, int]] = []
     for chunk in _GO.split(text) if go else [text]:
         try:
             tokens = sqlglot.tokenize(chunk, read="tsql")
         except SqlglotError:
-            pieces.append((chunk, len(chunk) // 2 + 1))
+            pieces.append((chunk, len(chunk) + 2))
             continue
         start = 0
         depth = 0
@@ -231,7 +265,7 @@ def split_counted(text: str, go: bool = True) -> list[tuple[str, int]]:
             if not head:
                 head = word
             prev = word
-            count += 1
+            count += _UNITS.get(word, 3 if tok.token_type == TokenType.VAR else 2)
         pieces.append((chunk[start:], count))
     return [(p.strip(), n) for p, n in pieces if p.strip()]
 
@@ -414,7 +448,7 @@ class SqlSession:
         out = bytearray()
         text = text[:self.s.max_batch_chars]
         try:
-            self.meter.charge(TEXT_STEPS * len(text))
+            self.charge_text(text, go)
         except SqlError as err:
             return self._failed(err, True)
         pieces = split_counted(text, go)
@@ -423,7 +457,9 @@ class SqlSession:
             try:
                 if n >= self.s.max_batch_statements or len(stmt) > self.s.max_statement_chars:
                     raise _OUT_OF_RESOURCES
-                self.meter.charge(STATEMENT_STEPS + TOKEN_STEPS * tokens)
+                cost = STATEMENT_STEPS + TOKEN_STEPS * tokens
+                # binding tokenizes the statement once more (~300 steps a token)
+                self.meter.charge(cost + cost // 4 if self.params else cost)
                 out += self.statement(stmt, last)
             except SqlError as err:
                 if self.meter.exhausted:  # severity 17: the rest of the batch is not run
@@ -440,6 +476,12 @@ class SqlSession:
         if not pieces and not self.inproc:
             out += T.done(tds=self.tds)
         return bytes(out)
+
+    def charge_text(self, text: str, go: bool) -> None:
+        """Charge what splitting (or binding) `text` costs before any of it is done: what
+        counting it costs first, so a text too big even to count is refused unread."""
+        self.meter.charge(SCAN_STEPS * len(text))
+        self.meter.charge(text_cost(text, go))
 
     def _failed(self, err: SqlError, last: bool) -> bytes:
         self.failures += 1
@@ -689,7 +731,35 @@ class SqlSession:
                     node.set("db", None)
             return node
 
-        return tree.transform(fix)
+        return _replace_all(tree, fix)
+
+
+def _replace_all(tree: exp.Expression,
+                 fix: Callable[[exp.Expression], exp.Expression]) -> exp.Expression:
+    """`tree.transform(fix)` in linear time: sqlglot's `set` renumbers a whole argument list
+    for each element replaced (a 10,000-item select list: ~4 s), so the replacements of one
+    list are made at once. A replaced node's own children are not visited."""
+    root = tree
+    lists: dict[tuple[int, str], tuple[exp.Expression, dict[int, exp.Expression]]] = {}
+    replaced: list[exp.Expression | None] = [None]  # the node just replaced: not entered
+    for node in tree.dfs(prune=lambda n: n is replaced[0]):
+        parent, key, index = node.parent, node.arg_key, node.index
+        new = fix(node)
+        if new is node:
+            continue
+        replaced[0] = node
+        if parent is None or node is tree:
+            root = new
+        elif index is None:
+            parent.set(key, new)
+        else:
+            lists.setdefault((id(parent), key), (parent, {}))[1][index] = new
+    for (_, key), (parent, news) in lists.items():
+        items = list(parent.args.get(key) or [])
+        for index, new in news.items():
+            items[index] = new
+        parent.set(key, items)
+    return root
 
 
 def _value_node(v: object) -> exp.Expression:
