@@ -229,8 +229,8 @@ class Shellcode(Strict):
     enabled: bool = True
     #: services whose inbound bytes are scanned when a connection ends (from its transcript)
     services: list[str] = ["smb", "epmapper", "mssql", "mysql", "http", "blackhole", "ftp"]
-    #: inbound bytes of one connection looked at
-    max_scan_bytes: PositiveInt = 1024 * 1024
+    #: inbound bytes of one connection looked at (scanned on the event loop)
+    max_scan_bytes: PositiveInt = 256 * 1024
     #: GetPC candidates emulated per connection
     max_candidates: PositiveInt = 8
     #: emulator worker processes
@@ -243,6 +243,16 @@ class Shellcode(Strict):
     max_api_calls: PositiveInt = 5000
     #: bytes of one window of code emulated (and stored) from where its chunk starts
     max_shellcode_bytes: PositiveInt = 64 * 1024
+    #: address space of one worker process (RLIMIT_AS); an emulation needs ~200 MiB
+    max_worker_memory: PositiveInt = 1024 * 1024 * 1024
+    #: connections of one remote address queued or being emulated; more are dropped
+    max_pending_per_source: PositiveInt = 2
+    #: download offers, and shells, kept per window of code and per connection
+    max_findings: PositiveInt = 16
+    #: API calls of one emulation kept in its emu.profile (the rest is marked as cut)
+    max_profile_calls: PositiveInt = 1000
+    #: characters of one API argument kept in a profile (longer ones are marked as cut)
+    max_profile_arg: PositiveInt = 256
 
 
 class Capture(Strict):

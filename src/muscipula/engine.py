@@ -146,7 +146,8 @@ class Engine:
         store = Store(self.state_dir / cfg.store.dir, cfg.store.max_file_bytes,
                       cfg.store.max_total_bytes, cfg.store.max_open_files)
         self._sinks()
-        capture = self.capture = CaptureHub(cfg.capture, store, self.bus)
+        capture = self.capture = CaptureHub(cfg.capture, store, self.bus,
+                                            persona.emulated_identity())
         capture.start()
         writer = self._sink_host.transcripts(self.state_dir / cfg.paths.transcripts)
         shared = self.shared = Shared(bus=self.bus, store=store,
@@ -224,5 +225,7 @@ class Engine:
         if self.shared is not None and self.shared.transcripts is not None:
             data["transcripts"] = {"written": self.shared.transcripts.written,
                                    "dropped": self.shared.transcripts.dropped}
+        if self.capture is not None:
+            data["capture"] = self.capture.counters()
         (self.state_dir / "counters.json").write_text(json.dumps(data, indent=1))
         log.info("incidents: %s", json.dumps(data))

