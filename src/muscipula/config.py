@@ -205,6 +205,8 @@ class Download(Strict):
     memo_entries: PositiveInt = 4096
     #: connections one running fetch may serve besides the one that offered it
     max_waiters: PositiveInt = 256
+    #: offers one connection may make; later ones are refused (reason "limit")
+    max_offers_per_connection: PositiveInt = 64
     #: TFTP: seconds without an answer before a packet is sent again, and how often
     tftp_timeout: Seconds = 2.0
     tftp_retries: NonNegInt = 5

@@ -70,6 +70,7 @@ def test_config_defaults_hold() -> None:
     cfg = Download()
     assert cfg.allow_networks == [] and cfg.max_concurrent == 8 and cfg.max_pending == 256
     assert cfg.memo_entries == 4096 and cfg.max_waiters == 256
+    assert cfg.max_offers_per_connection == 64
     assert cfg.tftp_timeout == 2.0 and cfg.tftp_retries == 5
     assert cfg.upload_sources == ["ftp", "tftp"]
 
@@ -88,6 +89,30 @@ def test_concurrency_pending_and_busy(tmp_path: Path, gate: Gate) -> None:
         for conn in range(3):
             assert bus.names(conn) == ["download.complete", "download.complete.hash",
                                        "download.complete.unique"]
+        await d.close()
+    asyncio.run(go())
+
+
+def test_offers_per_connection_are_bounded(tmp_path: Path, gate: Gate,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download, "COUNTED_CONNECTIONS", 2)
+
+    async def go() -> None:
+        d, bus = make(tmp_path, max_offers_per_connection=3)
+        for i in range(5):
+            d.offer(1, f"http://8.8.8.8/{i}")
+        refused = [f for n, c, f in bus.seen if n == "download.failed"]
+        assert [f["url"] for f in refused] == ["http://8.8.8.8/3", "http://8.8.8.8/4"]
+        assert {f["reason"] for f in refused} == {"limit"}
+        assert d.refused_limit == 2
+        d.offer(2, "http://8.8.8.8/0")  # another connection has its own count
+        assert bus.failed(2) is None
+        d.offer(3, "http://8.8.8.8/0")  # ...and past COUNTED_CONNECTIONS the oldest is forgotten
+        d.offer(1, "http://8.8.8.8/0")
+        assert [c for n, c, f in bus.seen if n == "download.failed"] == [1, 1]
+        await settle()
+        assert gate.calls == [f"http://8.8.8.8/{i}" for i in range(3)]
+        gate.release.set()
         await d.close()
     asyncio.run(go())
 

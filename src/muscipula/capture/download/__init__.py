@@ -9,7 +9,9 @@ given up when fewer than `min_rate` bytes a second arrive over a `slow_window`.
 
 Every offer that is not fetched gets a download.failed {url, reason, detail}, reason one
 of: scheme, url, uploaded, destination, dns, connect, timeout, slow, status, redirects,
-redirect, protocol, store, busy, shutdown, error.
+redirect, protocol, store, busy, limit, shutdown, error. One connection makes at most
+`max_offers_per_connection` offers ("limit" for the rest), counted for the last
+COUNTED_CONNECTIONS connections that made any.
 
 A file longer than `max_bytes` (or cut by the store's quota) is kept truncated: it is
 reported as a capture with complete False, followed by store.refused {url, reason
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 Outcome = list[tuple[str, dict[str, object]]]
 Fetch = Callable[[Target, Download, Policy, Body], Awaitable[None]]
+#: connections whose offers are counted (the oldest is forgotten past this many)
+COUNTED_CONNECTIONS = 65536
 
 FETCHERS: dict[str, Fetch] = {"http": http.fetch, "https": http.fetch, "ftp": ftp.fetch,
                               "tftp": tftp.fetch, "tcp": tcp.fetch}
@@ -85,10 +89,13 @@ class Downloader:
         self.policy = Policy(cfg.allow_networks, cfg.max_concurrent)
         self.memo: OrderedDict[str, _Entry] = OrderedDict()
         self.pending: deque[_Entry] = deque()
+        #: offers made so far by the connections that made the latest ones
+        self.offers_of: OrderedDict[int, int] = OrderedDict()
         self.running: set[_Entry] = set()
         self.closed = False
         self.fetched = 0
         self.refused_busy = 0
+        self.refused_limit = 0
 
     # -- offers
 
@@ -106,6 +113,10 @@ class Downloader:
             return
         if self.closed:
             self._emit(conn, _failed(url, "shutdown"))
+            return
+        if not self._count(conn):
+            self.refused_limit += 1
+            self._emit(conn, _failed(url, "limit", "max_offers_per_connection"))
             return
         now = time.monotonic()
         entry = self.memo.get(url)
@@ -139,6 +150,14 @@ class Downloader:
             return
         self.memo[url] = entry
         self._trim()
+
+    def _count(self, conn: int) -> bool:
+        """One more offer of `conn`; False once it made `max_offers_per_connection`."""
+        made = self.offers_of.pop(conn, 0)
+        self.offers_of[conn] = made + 1
+        if len(self.offers_of) > COUNTED_CONNECTIONS:
+            self.offers_of.popitem(last=False)
+        return made < self.cfg.max_offers_per_connection
 
     def _trim(self) -> None:
         """Forget the oldest finished URLs beyond `memo_entries`."""
