@@ -16,6 +16,7 @@ import re
 import socket
 
 from muscipula.capture.download.body import Body
+from muscipula.capture.download.connect import connect
 from muscipula.capture.download.errors import FetchError
 from muscipula.capture.download.policy import Policy
 from muscipula.capture.download.target import Target
@@ -26,21 +27,6 @@ MAX_LINES = 64
 CHUNK = 65536
 _EPSV = re.compile(rb"\(([!-~])\1\1(\d{1,5})\1\)")
 _PASV = re.compile(rb"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
-
-
-async def connect(addrs: list[str], port: int, timeout: float
-                  ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection to the first of `addrs` that answers."""
-    last = "no address"
-    for ip in addrs[:4]:
-        try:
-            return await asyncio.wait_for(
-                asyncio.open_connection(ip, port, limit=MAX_LINE), timeout)
-        except TimeoutError:
-            last = f"{ip}: timeout"
-        except OSError as exc:
-            last = f"{ip}: {exc.strerror or exc}"
-    raise FetchError("connect", last)
 
 
 class Control:
@@ -98,7 +84,7 @@ async def _data_port(ctl: Control) -> int:
 async def fetch(target: Target, cfg: Download, policy: Policy, body: Body) -> None:
     addrs = await policy.resolve(target.host, target.port, socket.SOCK_STREAM,
                                  cfg.connect_timeout)
-    reader, writer = await connect(addrs, target.port, cfg.connect_timeout)
+    reader, writer = await connect(addrs, target.port, cfg.connect_timeout, MAX_LINE)
     data_writer: asyncio.StreamWriter | None = None
     try:
         peer = writer.get_extra_info("peername")[0]

@@ -13,6 +13,7 @@ import asyncio
 import socket
 
 from muscipula.capture.download.body import Body
+from muscipula.capture.download.connect import connect
 from muscipula.capture.download.errors import FetchError
 from muscipula.capture.download.policy import Policy
 from muscipula.capture.download.target import Target
@@ -24,22 +25,12 @@ READ = 65536
 async def fetch(target: Target, cfg: Download, policy: Policy, body: Body) -> None:
     addrs = await policy.resolve(target.host, target.port, socket.SOCK_STREAM,
                                  cfg.connect_timeout)
-    last: FetchError | None = None
-    for ip in addrs[:4]:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(ip, target.port), cfg.connect_timeout)
-        except (OSError, TimeoutError) as exc:
-            last = FetchError("connect", f"{ip}: {exc or 'timeout'}")
-            continue
-        try:
-            # before the first byte, the scheduler's slow guard applies
-            await read_stage(reader, body, None, cfg.stage_idle)
-        finally:
-            writer.close()
-        return
-    assert last is not None
-    raise last
+    reader, writer = await connect(addrs, target.port, cfg.connect_timeout)
+    try:
+        # before the first byte, the scheduler's slow guard applies
+        await read_stage(reader, body, None, cfg.stage_idle)
+    finally:
+        writer.close()
 
 
 async def read_stage(reader: asyncio.StreamReader, body: Body, first_wait: float | None,
