@@ -76,11 +76,20 @@ class PersonaView:
     def os_family(self) -> str:
         return self.facts["os_family"]
 
+    @property
+    def windows_version(self) -> str:
+        """major.minor.build, as cmd.exe's banner and `ver` print it."""
+        return f"{self.facts.get('os_version', '6.1')}.{self.facts.get('os_build', 7601)}"
+
     def emulated_identity(self) -> dict[str, str]:
         """Who the machine emulated shellcode runs on says it is: the host SMB and the
-        others name, never the emulator's own defaults."""
-        return {"hostname": self.netbios_name, "domain": self.workgroup,
-                "user": "Administrator"}
+        others name, never the emulator's own defaults; with the Windows build where the
+        persona is Windows (only there do the shells it opens get a cmd.exe)."""
+        who = {"hostname": self.netbios_name, "domain": self.workgroup,
+               "user": "Administrator"}
+        if self.os_family == "windows":  # a cmd.exe to answer shells with
+            who["version"] = self.windows_version
+        return who
 
     def product(self, service: str) -> dict[str, Any]:
         """What `service` claims to be (product, version, banners) for this persona."""

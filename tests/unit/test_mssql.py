@@ -231,10 +231,10 @@ def test_batch_statement_and_result_bounds(tmp_path):
 
 
 def test_ipconfig_addresses_are_per_install():
-    from muscipula.protocols.mssql.cmdshell import _addresses
+    from muscipula.capture.cmdexe import addresses
 
-    a, b = _addresses("WIN-AAAAAAAAAAA"), _addresses("WIN-BBBBBBBBBBB")
-    assert a == _addresses("WIN-AAAAAAAAAAA") and a != b
+    a, b = addresses("WIN-AAAAAAAAAAA"), addresses("WIN-BBBBBBBBBBB")
+    assert a == addresses("WIN-AAAAAAAAAAA") and a != b
     ipv4, gateway, link = a
     assert ipv4.startswith("10.") and gateway.rsplit(".", 1)[0] == ipv4.rsplit(".", 1)[0]
     assert link.startswith("fe80::") and "10.0.0.14" not in a

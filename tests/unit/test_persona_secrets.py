@@ -130,3 +130,12 @@ def test_presets_are_coherent():
     assert "Debian" in deb["products"]["smb"]["native_lan_manager"]
     assert deb["products"]["ftp"]["product"] == "vsftpd"
     assert set(win["products"]) == set(deb["products"])
+
+
+def test_emulated_identity_follows_the_persona(tmp_path):
+    win = persona(tmp_path / "w", hostname="filesrv02", workgroup="CORP")
+    assert win.emulated_identity() == {"hostname": "FILESRV02", "domain": "CORP",
+                                       "user": "Administrator", "version": "6.1.7601"}
+    # no cmd.exe on a Linux host: its identity names no Windows build to answer shells with
+    linux = persona(tmp_path / "l", preset="debian-12")
+    assert "version" not in linux.emulated_identity()

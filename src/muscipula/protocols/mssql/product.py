@@ -17,6 +17,8 @@ class Product:
     server: str  # @@SERVERNAME, the name in error messages
     instance: str
     linux: bool
+    #: the host's Windows build as cmd.exe's `ver` prints it
+    windows_version: str = "6.1.7601"
 
     @property
     def max_tds(self) -> int:
@@ -52,7 +54,8 @@ class Product:
         }.get(key)
 
 
-def make_product(facts: dict[str, Any], hostname: str, linux: bool) -> Product:
+def make_product(facts: dict[str, Any], hostname: str, linux: bool,
+                 windows_version: str = "6.1.7601") -> Product:
     parts = [int(p) for p in str(facts.get("version", "10.50.6000")).split(".")]
     while len(parts) < 3:
         parts.append(0)
@@ -66,4 +69,4 @@ def make_product(facts: dict[str, Any], hostname: str, linux: bool) -> Product:
     text = template.format(product=name, level=level, full=full, edition=edition)
     server = hostname if linux else hostname.upper()
     return Product(name, version, revision, level, edition, text, server,
-                   str(facts.get("instance", "MSSQLSERVER")), linux)
+                   str(facts.get("instance", "MSSQLSERVER")), linux, windows_version)

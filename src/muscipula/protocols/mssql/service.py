@@ -39,7 +39,8 @@ def build(ctx: ServiceContext):
     cfg: MssqlConfig = ctx.config
     persona = ctx.persona
     linux = persona.os_family != "windows"
-    product = make_product(persona.product("mssql"), persona.hostname, linux)
+    product = make_product(persona.product("mssql"), persona.hostname, linux,
+                           persona.windows_version)
     limits = Limits(max_steps=cfg.max_statement_steps, max_rows=cfg.max_rows,
                     max_db_bytes=cfg.max_db_bytes, max_databases=4)
     engine = Engine(ctx.state_dir, {}, limits)
