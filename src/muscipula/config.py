@@ -201,6 +201,15 @@ class Download(Strict):
     bind_stages: bool = True
     bind_wait: Seconds = 60.0
     max_bind_listeners: PositiveInt = 4
+    #: shells emulated shellcode opens (a cmd.exe on a bind or connect-back socket) are
+    #: answered as cmd.exe on Windows personas (capture/shellsession.py): a session ends
+    #: after `shell_idle` seconds without input, `shell_timeout` in all, or
+    #: `max_shell_bytes` received; at most `max_shells` connect-back sessions at once
+    shells: bool = True
+    shell_idle: Seconds = 60.0
+    shell_timeout: Seconds = 600.0
+    max_shell_bytes: PositiveInt = 64 * 1024
+    max_shells: PositiveInt = 4
     #: URLs remembered for `repeat_window` (fetches running or waiting are never forgotten)
     memo_entries: PositiveInt = 4096
     #: connections one running fetch may serve besides the one that offered it

@@ -74,8 +74,11 @@ REGISTRY: dict[str, Spec] = {
                              "sha256"),
     "emu.profile": _s("the API calls emulated shellcode made ({call, args, return} list)",
                       "profile"),
-    "emu.service": _s("emulated shellcode opened a shell: bindshell://port or "
-                      "connectbackshell://host:port", "url", "local_host", "remote_host"),
+    "emu.service": _s("emulated shellcode opened a socket: bindshell://port or "
+                      "connectbackshell://host:port; kind shell when it ran a process on it, "
+                      "else stager", "url", "kind", "local_host", "remote_host"),
+    "shell.command": _s("a command line sent to a shell emulated shellcode opened",
+                        "command", "shell"),
     # services
     "blackhole.data": _s("bytes that arrived at the blackhole", "size"),
     # --- sip

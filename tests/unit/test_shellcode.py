@@ -209,6 +209,7 @@ def test_worker_bind_shell() -> None:
     for name in ("WSAStartup", "WSASocketA", "bind", "listen", "accept", "CreateProcessA"):
         assert name in calls
     assert r["services"] == ["bindshell://4444"] and r["offers"] == []
+    assert r["shells"] == ["bindshell://4444"]  # cmd.exe ran on the socket
 
 
 def test_worker_reverse_shell() -> None:
@@ -216,6 +217,7 @@ def test_worker_reverse_shell() -> None:
     assert "connect" in [p["call"] for p in r["profile"]]
     assert r["services"] == ["connectbackshell://192.0.2.77:8443"]
     assert r["offers"] == []  # a shell, not a stager: nothing to fetch
+    assert r["shells"] == ["connectbackshell://192.0.2.77:8443"]
 
 
 def test_worker_stager_offers_its_handler_for_the_stage() -> None:
@@ -224,6 +226,7 @@ def test_worker_stager_offers_its_handler_for_the_stage() -> None:
     assert calls[-4:] == ["connect", "recv", "VirtualAlloc", "recv"]
     assert r["services"] == ["connectbackshell://192.0.2.50:4444"]
     assert r["offers"] == ["tcp://192.0.2.50:4444/"]
+    assert r["shells"] == []  # it ran what it read, no process
 
 
 @pytest.mark.parametrize("encode", [xor_fnstenv, xor_jmp_call_pop])

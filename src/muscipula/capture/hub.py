@@ -17,6 +17,8 @@ from muscipula.store import Store
 
 if TYPE_CHECKING:
     from muscipula.capture.bindstage import BindCatcher
+    from muscipula.capture.cmdexe import Host
+    from muscipula.capture.connectback import ConnectBack
     from muscipula.capture.download import Downloader
     from muscipula.capture.shellcode import Emulator
 
@@ -36,24 +38,42 @@ class CaptureHub:
         self.downloader: Downloader | None = None
         self.emulator: Emulator | None = None
         self.binds: BindCatcher | None = None
+        self.connectback: ConnectBack | None = None
 
     def start(self) -> None:
         """Before the privileges drop: the emulator's workers import their engine here."""
-        if self.cfg.download.enabled:
+        dl = self.cfg.download
+        if dl.enabled:
             from muscipula.capture.download import Downloader
 
-            self.downloader = Downloader(self.cfg.download, self.store, self.bus)
+            self.downloader = Downloader(dl, self.store, self.bus)
             self.bus.subscribe("download.offer", self._offer)
-            if self.cfg.download.bind_stages:
+            shell = self._shell_host()
+            if dl.bind_stages:
                 from muscipula.capture.bindstage import BindCatcher
 
-                self.binds = BindCatcher(self.cfg.download, self.store, self.bus)
+                self.binds = BindCatcher(dl, self.store, self.bus, shell)
                 self.bus.subscribe("emu.service", self.binds.service)
+            if shell is not None:
+                from muscipula.capture.connectback import ConnectBack
+
+                self.connectback = ConnectBack(dl, self.downloader.policy, self.bus, shell)
+                self.bus.subscribe("emu.service", self.connectback.service)
         if self.cfg.shellcode.enabled:
             from muscipula.capture.shellcode import Emulator
 
             self.emulator = Emulator(self.cfg.shellcode, self.store, self.bus,
                                      self.identity)
+
+    def _shell_host(self) -> Host | None:
+        """The cmd.exe shells are answered with: on a Windows persona (its identity names
+        a Windows build), as SYSTEM, the account exploited services run as."""
+        version = self.identity.get("version")
+        if not self.cfg.download.shells or not version:
+            return None
+        from muscipula.capture.cmdexe import Host
+
+        return Host(self.identity.get("hostname", ""), "nt authority\\system", version)
 
     def _offer(self, incident: Incident) -> None:
         assert self.downloader is not None
@@ -86,5 +106,7 @@ class CaptureHub:
             await self.emulator.close()
         if self.binds is not None:
             await self.binds.close()
+        if self.connectback is not None:
+            await self.connectback.close()
         if self.downloader is not None:
             await self.downloader.close()

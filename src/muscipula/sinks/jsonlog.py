@@ -144,10 +144,14 @@ def _download_failed(obj: dict[str, Any], inc: Incident) -> None:
                                         "detail": _text(f.get("detail"))}, obj["_cap"])
 
 
-@detail("shellcode.detected", "emu.profile", "emu.service")
+@detail("shellcode.detected", "emu.profile", "emu.service", "shell.command")
 def _emulation(obj: dict[str, Any], inc: Incident) -> None:
     f = inc.fields
-    if inc.name == "shellcode.detected":
+    if inc.name == "shell.command":
+        append(obj, ("shellcode", "commands"), {"shell": _text(f.get("shell")),
+                                                "command": _text(f.get("command"))},
+               obj["_cap"])
+    elif inc.name == "shellcode.detected":
         append(obj, ("shellcode", "detected"), {"offset": f.get("offset"), "size": f.get("size"),
                                                 "sha256": f.get("sha256")}, obj["_cap"])
     elif inc.name == "emu.profile":

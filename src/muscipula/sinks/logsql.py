@@ -124,6 +124,12 @@ def _emu_service(f: Mapping[str, Any]) -> tuple[Any, ...]:
     return (text(f.get("url")),)
 
 
+@rows("shell.command", "emu_shell_commands", ("emu_shell_command_url",
+                                               "emu_shell_command_line"))
+def _shell_command(f: Mapping[str, Any]) -> tuple[Any, ...]:
+    return text(f.get("shell")), text(f.get("command"))
+
+
 @rows("connection.free", "connection_ends", (
     "connection_end_reason", "connection_end_bytes_in", "connection_end_bytes_out",
     "connection_end_duration"))

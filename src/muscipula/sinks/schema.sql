@@ -54,6 +54,14 @@ CREATE INDEX IF NOT EXISTS emu_profiles_connection_idx ON emu_profiles (connecti
 CREATE TABLE IF NOT EXISTS emu_services (
     emu_serivce INTEGER PRIMARY KEY, connection INTEGER, emu_service_url TEXT);
 CREATE INDEX IF NOT EXISTS emu_services_connection_idx ON emu_services (connection);
+-- ours: command lines typed into a shell emulated shellcode opened (capture/shellsession)
+CREATE TABLE IF NOT EXISTS emu_shell_commands (
+    emu_shell_command INTEGER PRIMARY KEY,
+    connection INTEGER,
+    emu_shell_command_url TEXT,
+    emu_shell_command_line TEXT
+);
+CREATE INDEX IF NOT EXISTS emu_shell_commands_connection_idx ON emu_shell_commands (connection);
 
 CREATE TABLE IF NOT EXISTS offers (
     offer INTEGER PRIMARY KEY, connection INTEGER, offer_url TEXT);

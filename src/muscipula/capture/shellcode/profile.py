@@ -38,6 +38,9 @@ class Findings:
     offers: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    #: of `services`, those a process was started after (a cmd.exe on the socket: a
+    #: shell); the others read code from it (stagers) or did nothing more
+    shells: list[str] = field(default_factory=list)
     #: how many of each kind are kept; more are left out
     limit: int = MAX_FINDINGS
 
@@ -122,6 +125,7 @@ def findings(trace: list[dict[str, Any]], limit: int = MAX_FINDINGS) -> Findings
             parts = [_text(arg(i)) for i in _COMMANDS[call]]
             line = " ".join(p for p in parts if p)[:MAX_COMMAND]
             out.command(line)
+            out.shells = list(out.services)
         elif call == "bind":
             hp = _hostport(arg(1))
             sock = _int(arg(0))
