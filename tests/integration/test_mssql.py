@@ -49,6 +49,12 @@ def test_pytds_version_and_table(honeypot_factory):
         cur.execute("INSERT INTO loot VALUES (1, N'card'), (2, N'pin')")
         cur.execute("SELECT id, note FROM loot ORDER BY id")
         assert cur.fetchall() == [(1, "card"), (2, "pin")]
+        cur.execute("SELECT name FROM master..sysdatabases ORDER BY dbid")
+        assert [r[0] for r in cur.fetchall()] == ["master", "tempdb", "model", "msdb"]
+        cur.execute("SELECT TABLE_NAME FROM master.INFORMATION_SCHEMA.TABLES "
+                    "WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1")
+        assert [r[0] for r in cur.fetchall()][:2] == ["MSreplication_options",
+                                                      "spt_fallback_db"]
         conn.commit()
     assert hp.stop() == 0
     cmds = [c for (c,) in hp.rows("SELECT mssql_command_cmd FROM mssql_commands")]

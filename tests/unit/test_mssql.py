@@ -131,6 +131,24 @@ def test_version_and_recon(tmp_path):
         T.done(T.DONE_COUNT, 4, 0xC1, 0x74))
 
 
+def test_catalog_queries_scanners_send(tmp_path):
+    """master..x (an empty schema part) and the old and new catalogue views answer."""
+    factory, _ = make(tmp_path)
+    m, _ = logged_in(factory)
+    for query, expect, count in (
+            ("SELECT name FROM master..sysdatabases", "tempdb", 4),
+            ("select loginname from master..syslogins where sysadmin = 1", "sa", 1),
+            ("select name from master..sysobjects where xtype = 'U'", "spt_monitor", 5),
+            ("select name from sys.tables", "MSreplication_options", 5),
+            ("SELECT name FROM master.dbo.sysusers WHERE issqlrole = 0", "guest", 4),
+            ("select table_name from information_schema.tables where table_type = 'VIEW'",
+             "spt_values", 1)):
+        out = text(send(m, T.SQL_BATCH, batch(query)))
+        assert _error_numbers(out) == [], query
+        assert expect.encode("utf-16-le") in out, query
+        assert out.endswith(T.done(T.DONE_COUNT, count, 0xC1, 0x74)), query
+
+
 def test_tables_errors_and_types(tmp_path):
     factory, _ = make(tmp_path)
     m, _ = logged_in(factory)

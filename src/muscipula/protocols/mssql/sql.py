@@ -49,7 +49,35 @@ CREATE TABLE sys.configurations (configuration_id INTEGER, name TEXT, value INTE
 CREATE TABLE sysdatabases (name TEXT, dbid INTEGER, sid BLOB, mode INTEGER, status INTEGER,
     crdate TEXT, filename TEXT);
 CREATE TABLE syslogins (name TEXT, sid BLOB, loginname TEXT, dbname TEXT, sysadmin INTEGER);
+CREATE TABLE sysusers (uid INTEGER, name TEXT, sid BLOB, issqluser INTEGER, isntuser INTEGER,
+    issqlrole INTEGER, hasdbaccess INTEGER);
+CREATE TABLE sys.objects (name TEXT, object_id INTEGER, schema_id INTEGER, type TEXT,
+    type_desc TEXT, create_date TEXT, is_ms_shipped INTEGER);
+CREATE TABLE sys.tables (name TEXT, object_id INTEGER, schema_id INTEGER, type TEXT,
+    type_desc TEXT, create_date TEXT, is_ms_shipped INTEGER);
+ATTACH ':memory:' AS information_schema;
+CREATE TABLE information_schema.tables (TABLE_CATALOG TEXT, TABLE_SCHEMA TEXT,
+    TABLE_NAME TEXT, TABLE_TYPE TEXT);
+CREATE TEMP VIEW sysobjects AS
+    SELECT name, object_id AS id, type AS xtype, 1 AS uid, type, create_date AS crdate
+    FROM sys.objects;
 """
+#: master's own tables and views, as sys.objects lists them on a fresh install
+_MASTER_OBJECTS = (  # name, object_id, type, type_desc
+    ("spt_fallback_db", 117575457, "U", "USER_TABLE"),
+    ("spt_fallback_dev", 133575514, "U", "USER_TABLE"),
+    ("spt_fallback_usg", 149575571, "U", "USER_TABLE"),
+    ("spt_monitor", 1483152329, "U", "USER_TABLE"),
+    ("spt_values", 1803153469, "V", "VIEW"),
+    ("MSreplication_options", 1787153412, "U", "USER_TABLE"),
+)
+#: a database's fixed users and roles (uid, name, issqlrole)
+_DB_USERS = ((0, "public", 1), (1, "dbo", 0), (2, "guest", 0), (3, "INFORMATION_SCHEMA", 0),
+             (4, "sys", 0), (16384, "db_owner", 1), (16385, "db_accessadmin", 1),
+             (16386, "db_securityadmin", 1), (16387, "db_ddladmin", 1),
+             (16389, "db_backupoperator", 1), (16390, "db_datareader", 1),
+             (16391, "db_datawriter", 1), (16392, "db_denydatareader", 1),
+             (16393, "db_denydatawriter", 1))
 _CONFIGS = (  # id, name, advanced, description
     (518, "show advanced options", 0, "show advanced options"),
     (16390, "xp_cmdshell", 1, "Enable or disable command shell"),
@@ -376,6 +404,17 @@ class SqlSession:
                     ("sysadmin", 3, "R", "SERVER_ROLE", 0, None)):
             b.internal("INSERT INTO sys.server_principals VALUES (?,?,?,?,?,?)", row)
         b.internal("INSERT INTO sys.sql_logins VALUES ('sa', 1, 0, NULL)")
+        for name, oid, kind, desc in _MASTER_OBJECTS:
+            row = (name, oid, 1, kind, desc, created, 1)
+            b.internal("INSERT INTO sys.objects VALUES (?,?,?,?,?,?,?)", row)
+            if kind == "U":
+                b.internal("INSERT INTO sys.tables VALUES (?,?,?,?,?,?,?)", row)
+            b.internal("INSERT INTO information_schema.tables VALUES ('master','dbo',?,?)",
+                       (name, "BASE TABLE" if kind == "U" else "VIEW"))
+        for uid, name, role in _DB_USERS:
+            b.internal("INSERT INTO sysusers VALUES (?,?,?,?,0,?,?)",
+                       (uid, name, None if role or uid in (3, 4) else b"\x01",
+                        0 if role else 1, role, 0 if role or uid != 1 else 1))
         b.internal("INSERT INTO syslogins VALUES ('sa', X'01', 'sa', 'master', 1)")
         for cid, name, adv, desc in _CONFIGS:
             b.internal("INSERT INTO sys.configurations VALUES (?,?,?,0,1,?,?,1,?)",
@@ -724,10 +763,10 @@ class SqlSession:
             if isinstance(node, exp.CurrentUser):
                 return exp.Anonymous(this="suser_sname", expressions=[])
             if isinstance(node, exp.Table):
-                db = node.args.get("db")
-                keep_sys = db is not None and db.name.lower() == "sys"
+                # master..x has an empty schema (a str, not an identifier): node.db is text
+                keep = node.db.lower() in ("sys", "information_schema")
                 node.set("catalog", None)
-                if not keep_sys:
+                if not keep:
                     node.set("db", None)
             return node
 
