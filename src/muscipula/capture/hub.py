@@ -8,11 +8,10 @@ such late incidents with their connection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from muscipula.config import Capture
-from muscipula.incidents import Bus, Connection, Incident
+from muscipula.incidents import Bus, Incident
 from muscipula.store import Store
 
 if TYPE_CHECKING:
@@ -21,10 +20,10 @@ if TYPE_CHECKING:
     from muscipula.capture.connectback import ConnectBack
     from muscipula.capture.download import Downloader
     from muscipula.capture.shellcode import Emulator
+    from muscipula.net.runtime import Scan
 
 log = logging.getLogger(__name__)
 
-Scan = Callable[[Connection, bytes | bytearray], None]
 
 
 class CaptureHub:

@@ -7,7 +7,7 @@ import itertools
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from muscipula.config import Limits
 from muscipula.incidents import Bus, Connection
@@ -87,6 +87,11 @@ class Shared:
             self.sweep(time.time())
 
 
+class Scan(Protocol):
+    def __call__(self, conn: Connection, transcript: bytes | bytearray,
+                 live: bool = False) -> None: ...
+
+
 @dataclass(eq=False)
 class ServiceRuntime:
     """One service as the drivers see it."""
@@ -99,8 +104,12 @@ class ServiceRuntime:
     shared: Shared
     #: this service's own TLS context (its product's profile); None: the host's
     tls_context: Callable[[], ssl.SSLContext] | None = None
-    #: handed each ended connection's transcript, to look for shellcode (capture/hub.py)
-    scan: Callable[[Connection, bytes | bytearray], None] | None = None
+    #: handed each ended connection's transcript, to look for shellcode (capture/hub.py),
+    #: and a live one's (live=True) once its peer was quiet `live_quiet` seconds, at most
+    #: `live_scans` times (0: only at the end)
+    scan: Scan | None = None
+    live_quiet: float = 0.0
+    live_scans: int = 0
 
     def ssl_context(self) -> ssl.SSLContext:
         """The context TLS on this service's connections and children is made from."""

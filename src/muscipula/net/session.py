@@ -43,9 +43,10 @@ REPEAT_MAX = 1024
 
 class Session:
     __slots__ = (
-        "_wake", "_wake_at", "_wake_due", "bytes_in", "bytes_out", "captures", "children",
-        "close_reason", "closing", "conn", "last_active", "machine", "rt", "started",
-        "transcript", "transcript_last", "transcript_left", "transcript_out_left",
+        "_live", "_wake", "_wake_at", "_wake_due", "bytes_in", "bytes_out", "captures",
+        "children", "close_reason", "closing", "conn", "last_active", "live_scans", "machine",
+        "rt", "started", "transcript", "transcript_last", "transcript_left",
+        "transcript_out_left",
     )
 
     def __init__(self, rt: ServiceRuntime, conn: Connection, machine: Machine, now: float) -> None:
@@ -62,6 +63,9 @@ class Session:
         self._wake_at: float | None = None  # when the machine wants timer()
         self._wake_due = 0.0  # when the armed handle fires (never later than _wake_at)
         self.captures: dict[str, Capture | None] | None = None
+        #: the armed live shellcode scan (rt.live_quiet), and how many ran
+        self._live: asyncio.TimerHandle | None = None
+        self.live_scans = 0
         self.children: dict[str, Any] | None = None
         #: packed chunks (transcripts.pack); its length is what it charged the budget
         self.transcript: bytearray | None = bytearray() if rt.transcripts else None
@@ -155,6 +159,9 @@ class Session:
             return
         if self.transcript is not None:
             self.record(0, data, now)
+            if self._live is None and self.live_scans < self.rt.live_scans:
+                self._live = self.rt.shared.loop.call_later(self.rt.live_quiet,
+                                                            self._live_scan)
         try:
             actions = self.machine.receive(data, now)
         except Exception:
@@ -249,6 +256,23 @@ class Session:
         self._wake_at = None
         self.call("timer")
 
+    def _live_scan(self) -> None:
+        """Shellcode looked for while the connection lasts, once its peer is quiet: the
+        exploit is whole, and the shell or stager it opens is answered while the attacker
+        still waits for it (as the reference did on every read)."""
+        self._live = None
+        if self.closing or not self.transcript or self.rt.scan is None:
+            return
+        quiet = self.rt.live_quiet - (time.time() - self.last_active)
+        if quiet > 0.001:  # still talking: look again once it stops
+            self._live = self.rt.shared.loop.call_later(quiet, self._live_scan)
+            return
+        self.live_scans += 1
+        try:
+            self.rt.scan(self.conn, self.transcript, live=True)
+        except Exception:
+            log.exception("%s: scanning a live transcript failed", self.rt.name)
+
     # ----------------------------------------------------------------- captures
 
     def _capture(self, stream: str, data: bytes) -> None:
@@ -290,6 +314,9 @@ class Session:
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
+        if self._live is not None:
+            self._live.cancel()
+            self._live = None
         try:
             actions = self.machine.closed(time.time())
         except Exception:

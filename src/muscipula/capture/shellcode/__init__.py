@@ -26,6 +26,7 @@ import logging
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from muscipula.capture.shellcode import detect, pool
@@ -34,6 +35,19 @@ from muscipula.incidents import Bus, Connection
 from muscipula.store import Store, stored_incidents
 
 log = logging.getLogger(__name__)
+
+
+#: inbound bytes before a later look's start that are looked at again
+OVERLAP = 16
+
+
+@dataclass(slots=True)
+class _Looked:
+    """What live scans of one connection looked at: its first `upto` inbound bytes, and
+    whether they held shellcode (the connection is counted as detected once)."""
+
+    upto: int = 0
+    detected: bool = False
 
 
 class Emulator:
@@ -54,6 +68,8 @@ class Emulator:
         #: connections queued or being emulated, and of them per remote address
         self.pending = 0
         self._per_source: Counter[str] = Counter()
+        #: live connections looked at already, and how far (until their final scan)
+        self._looked: dict[int, _Looked] = {}
         self.scanned = 0
         #: connections with shellcode found
         self.detected = 0
@@ -72,23 +88,37 @@ class Emulator:
         return {"scanned": self.scanned, "detected": self.detected, "emulated": self.emulated,
                 "dropped": self.dropped, "failed": self.failed, "killed": self.killed}
 
-    def scan(self, conn: Connection, transcript: bytes | bytearray) -> None:
-        """Look at an ended connection's packed transcript; never blocks, never raises."""
+    def scan(self, conn: Connection, transcript: bytes | bytearray, live: bool = False) -> None:
+        """Look at a connection's packed transcript: at its end, or `live` while it lasts
+        (then only what came since the last look is looked at, at the end too); never
+        blocks, never raises."""
         try:
-            self._scan(conn, transcript)
+            self._scan(conn, transcript, live)
         except Exception:
             log.exception("shellcode scan of connection %s failed", conn.id)
 
-    def _scan(self, conn: Connection, transcript: bytes | bytearray) -> None:
-        self.scanned += 1
+    def _scan(self, conn: Connection, transcript: bytes | bytearray, live: bool) -> None:
         cfg = self.cfg
+        seen = self._looked.get(conn.id) if live else self._looked.pop(conn.id, None)
         data, starts = detect.inbound(transcript, cfg.max_scan_bytes)
-        if not detect.maybe(data):
+        if seen is None:
+            seen = _Looked()
+            if live:
+                self._looked[conn.id] = seen
+        if not live:
+            self.scanned += 1
+        # the last few bytes looked at again: an idiom may straddle two looks
+        begin = max(seen.upto - OVERLAP, 0)
+        seen.upto = len(data)
+        tail = data[begin:] if begin else data
+        if not tail or not detect.maybe(tail):
             return
-        found = detect.candidates(data, cfg.max_candidates)
+        found = [begin + at for at in detect.candidates(tail, cfg.max_candidates)]
         if not found:
             return
-        self.detected += 1
+        if not seen.detected:
+            seen.detected = True
+            self.detected += 1
         windows = detect.windows(data, starts, found, cfg.max_shellcode_bytes)
         kept: list[detect.Window] = []
         budget = cfg.max_candidates  # emulations, chunk starts included
@@ -223,6 +253,7 @@ class Emulator:
             if late:
                 await asyncio.wait(late)
         self._stop.set()
+        self._looked.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
