@@ -36,10 +36,21 @@ def test_echo_builds_a_script_that_type_shows() -> None:
 
 def test_separators_quotes_and_nested_cmd() -> None:
     cmd = Cmd(HOST)
-    assert cmd.run("echo a && echo b || echo c | echo d") == ["a", "b", "c", "d"]
+    assert cmd.run("echo a && echo b || echo c | echo d") == ["a", "b"]
+    assert cmd.run("nosuchcmd && echo OK")[-1] == "operable program or batch file."
+    assert cmd.run("nosuchcmd || echo FAILED")[-1] == "FAILED"
+    assert cmd.run("whoami || echo FAILED") == ["nt authority\\system"]
+    assert cmd.run("ipconfig | findstr /i ipv4")[0].startswith("   IPv4 Address")
+    assert cmd.run("whoami | find \"admin\" || echo no") == ["no"]
+    assert cmd.run("& whoami") == ["& was unexpected at this time."]
+    assert cmd.run("echo a &") == ["a"]
     assert cmd.run('echo "x & y"') == ['"x & y"']
     assert cmd.run('cmd /c "echo one & whoami"') == ["one", "nt authority\\system"]
     assert cmd.run("cmd.exe /q /c ver") == ["", "Microsoft Windows [Version 6.1.7601]"]
+    # a nested cmd is a shell of its own: its exit and cd end with it, its files stay
+    assert cmd.run("cmd /c exit & whoami") == ["nt authority\\system"] and not cmd.exited
+    assert cmd.run('cmd /c "cd \\ & echo x > f.txt"') == [] and cmd.prompt.endswith("32>")
+    assert cmd.run("type \\f.txt") == ["x"]  # written where the inner shell was
     # a cmd /c nested without end stops being followed
     assert cmd.run("cmd /c " * 50 + "whoami") == []
 
@@ -63,6 +74,17 @@ def test_programs_are_silent_unknown_words_are_not() -> None:
         assert cmd.run(line) == [], line
     assert cmd.run("frobnicate now") == [NOT_FOUND[0].format("frobnicate"), NOT_FOUND[1]]
     assert cmd.run("echo") == ["ECHO is on."] and cmd.run("echo.") == [""]
+
+
+def test_lines_and_paths_are_bounded_as_cmd_bounds_them() -> None:
+    cmd = Cmd(HOST)
+    assert cmd.run("echo " + "x" * 9000) == ["The input line is too long."]
+    for _ in range(7):
+        cmd.run("cd " + "a" * 60)
+    assert len(cmd.cwd) <= 247
+    assert cmd.run("cd " + "a" * 300) == ["The filename or extension is too long."]
+    # %cd% cannot blow a short line up past cmd's own limit
+    assert cmd.run("echo " + "%cd%" * 1700) == ["The input line is too long."]
 
 
 def test_exit_ends_the_chain() -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: a command's parts: quoted runs kept whole, then the separators cmd splits a line at
 _PARTS = re.compile(r'"[^"]*"?|&&|\|\||[&|]|[^"&|]+')
 #: an output redirection: its stream, > or >>, and its target
 _REDIRECT = re.compile(r'(?:(?<!\S)([12]))?(>>?)\s*("[^"]*"|[^\s>]+)')
 _VARIABLE = re.compile(r"%(\w+)%")
+_QUOTED = re.compile(r'"[^"]*"?|[^"]+')
 #: commands that print nothing when they work
 _SILENT = frozenset({
     "del", "erase", "copy", "move", "mkdir", "md", "rd", "rmdir", "attrib", "reg",
@@ -32,6 +33,10 @@ _SILENT = frozenset({
 _PROGRAM = (".exe", ".com", ".bat", ".cmd", ".vbs", ".js", ".ps1", ".scr", ".pif")
 #: nested `cmd /c` levels followed
 _MAX_DEPTH = 4
+#: cmd.exe's longest command line (after %variables% are expanded)
+MAX_LINE = 8191
+#: the longest directory `cd` moves to (MAX_PATH less a file name's room)
+MAX_PATH = 247
 
 
 @dataclass(frozen=True)
@@ -46,15 +51,27 @@ class Host:
     version: str = "6.1.7601"
 
 
+@dataclass
+class Disk:
+    """The files `echo` wrote, shared by a shell and the `cmd /c` it runs: `room`
+    characters more may be written."""
+
+    room: int
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+
 class Cmd:
     """One cmd.exe: its working directory and the files `echo` wrote, bounded."""
 
     def __init__(self, host: Host, cwd: str = "C:\\Windows\\system32",
-                 max_file_chars: int = 64 * 1024) -> None:
+                 max_file_chars: int = 64 * 1024, disk: Disk | None = None) -> None:
         self.host, self.cwd = host, cwd
-        self.files: dict[str, list[str]] = {}
-        self.room = max_file_chars
+        self.disk = disk or Disk(max_file_chars)
         self.exited = False
+
+    @property
+    def files(self) -> dict[str, list[str]]:
+        return self.disk.files
 
     @property
     def banner(self) -> list[str]:
@@ -67,18 +84,39 @@ class Cmd:
 
     def run(self, line: str, depth: int = 0) -> list[str]:
         """The lines `line` prints; `exited` says whether it ended the shell."""
+        return self._run(line, depth)[0]
+
+    def _run(self, line: str, depth: int) -> tuple[list[str], bool]:
+        """The lines printed and whether the last command worked (for && and ||)."""
+        line = self._expand(line)
+        if len(line) > MAX_LINE:
+            return ["The input line is too long."], False
         out: list[str] = []
-        command = ""
-        for part in [*_PARTS.findall(self._expand(line)), "&"]:
-            if part in ("&", "&&", "||", "|"):
-                if command.strip():
-                    out += self._one(command.strip(), depth)
-                command = ""
-                if self.exited:
-                    break
-            else:
+        ok = True
+        piped: list[str] | None = None  # what the command before `|` printed
+        op, command, skipped = "&", "", False
+        for part in [*_PARTS.findall(line), ""]:
+            if part and part not in ("&", "&&", "||", "|"):
                 command += part
-        return out
+                continue
+            if not command.strip():
+                if not part:  # the line ended with its last command
+                    break
+                return [*out, f"{part} was unexpected at this time."], False
+            # `|` binds tighter than && and ||: a pipeline they skip is skipped whole
+            skipped = not (op == "&" or (op == "|" and not skipped) or
+                           (op in ("&&", "||") and (op == "&&") == ok))
+            if not skipped:
+                lines, ok = self._one(command.strip(), depth, piped)
+                if part == "|":
+                    piped = lines
+                else:
+                    piped = None
+                    out += lines
+            op, command = part, ""
+            if self.exited:
+                break
+        return out, ok
 
     def _expand(self, line: str) -> str:
         values = {"cd": self.cwd, "computername": self.host.name,
@@ -88,59 +126,72 @@ class Cmd:
                   "comspec": "C:\\Windows\\system32\\cmd.exe"}
         return _VARIABLE.sub(lambda m: values.get(m.group(1).lower(), m.group(0)), line)
 
-    def _one(self, command: str, depth: int) -> list[str]:
-        targets = [(m.group(1) or "1", m.group(2), m.group(3).strip('"'))
-                   for m in _REDIRECT.finditer(command)]
-        text = _REDIRECT.sub("", command).strip().lstrip("@")
-        lines = self._output(text, depth)
+    def _one(self, command: str, depth: int,
+             piped: list[str] | None) -> tuple[list[str], bool]:
+        targets: list[tuple[str, str, str]] = []
+        kept: list[str] = []
+        for piece in _QUOTED.findall(command):  # > inside quotes is text, not a redirection
+            if piece.startswith('"'):
+                kept.append(piece)
+                continue
+            targets += [(m.group(1) or "1", m.group(2), m.group(3).strip('"'))
+                        for m in _REDIRECT.finditer(piece)]
+            kept.append(_REDIRECT.sub("", piece))
+        text = "".join(kept).strip().lstrip("@")
+        lines, ok = self._output(text, depth, piped)
         for stream, mode, target in targets:
             if stream == "1":
                 if target.lower() != "nul":
                     self._write(target, lines, append=mode == ">>")
                 lines = []
-        return lines
+        return lines, ok
 
-    def _output(self, text: str, depth: int) -> list[str]:
+    def _output(self, text: str, depth: int,
+                piped: list[str] | None) -> tuple[list[str], bool]:
         word, _, rest = text.partition(" ")
         name = word.strip('"').rsplit("\\", 1)[-1].lower()
         base = name[:-4] if name.endswith(".exe") else name
         if base.startswith("echo") and (base == "echo" or base[4:5] in ".:("):
-            return self._echo(text[4:])
+            return self._echo(text[4:]), True
         if base in ("cd", "chdir") or base.startswith("cd\\") or base.startswith("cd.."):
             return self._cd((text[2:] if base.startswith("cd") else text[5:]).strip())
         if len(base) == 2 and base[1] == ":" and not rest:
             self.cwd = base.upper() + "\\"
-            return []
+            return [], True
         if base == "exit":
             self.exited = True
-            return []
+            return [], True
+        if base in ("findstr", "find") and piped is not None:
+            return _find(rest, piped)
         if base == "cmd":
             inner = re.match(r'(?i)\s*(?:/[a-bd-jl-z]\S*\s+)*/[ck]\s*(.*)$', rest)
             if inner and depth < _MAX_DEPTH:
                 body = inner.group(1).strip()
                 if len(body) > 1 and body[0] == '"' and body[-1] == '"':
                     body = body[1:-1]
-                return self.run(body, depth + 1)
-            return []
+                # a shell of its own: its exit and cd end with it, its files stay
+                return Cmd(self.host, self.cwd, disk=self.disk)._run(body, depth + 1)
+            return [], True
         return self._builtin(base, rest, word)
 
-    def _builtin(self, base: str, rest: str, word: str) -> list[str]:
+    def _builtin(self, base: str, rest: str, word: str) -> tuple[list[str], bool]:
         host = self.host
         if base == "whoami":
-            return [host.user]
+            return [host.user], True
         if base == "hostname":
-            return [host.name]
+            return [host.name], True
         if base == "ver":
-            return ["", f"Microsoft Windows [Version {host.version}]"]
+            return ["", f"Microsoft Windows [Version {host.version}]"], True
         if base == "type":
             content = self.files.get(self.path(rest.strip().strip('"')).lower())
-            return list(content) if content is not None else [
-                "The system cannot find the file specified."]
+            if content is None:
+                return ["The system cannot find the file specified."], False
+            return list(content), True
         if base == "set":
-            return [] if rest.strip() else [
+            return ([] if rest.strip() else [
                 "COMPUTERNAME=" + host.name, "ComSpec=C:\\Windows\\system32\\cmd.exe",
                 "OS=Windows_NT", "PROCESSOR_ARCHITECTURE=AMD64", "SystemRoot=C:\\Windows",
-                "USERNAME=" + host.user.rsplit("\\", 1)[-1]]
+                "USERNAME=" + host.user.rsplit("\\", 1)[-1]]), True
         if base == "ipconfig":
             ipv4, gateway, link = addresses(host.name)
             return ["", "Windows IP Configuration", "", "",
@@ -149,12 +200,12 @@ class Cmd:
                     f"   Link-local IPv6 Address . . . . . : {link}%11",
                     f"   IPv4 Address. . . . . . . . . . . : {ipv4}",
                     "   Subnet Mask . . . . . . . . . . . : 255.255.255.0",
-                    f"   Default Gateway . . . . . . . . . : {gateway}"]
+                    f"   Default Gateway . . . . . . . . . : {gateway}"], True
         program = word.strip('"').lower()
         if base in _SILENT or program.endswith(_PROGRAM) or "\\" in program or "/" in program:
-            return []
+            return [], True
         return [f"'{word.strip(chr(34))}' is not recognized as an internal or external "
-                "command,", "operable program or batch file."]
+                "command,", "operable program or batch file."], False
 
     def _echo(self, rest: str) -> list[str]:
         """`echo X` prints X (one separator after echo dropped, the rest kept)."""
@@ -164,15 +215,17 @@ class Cmd:
             return []
         return [rest[1:]]
 
-    def _cd(self, arg: str) -> list[str]:
+    def _cd(self, arg: str) -> tuple[list[str], bool]:
         arg = arg.strip('"')
         if arg.lower().startswith("/d"):
             arg = arg[2:].strip().strip('"')
         if not arg:
-            return [self.cwd]
+            return [self.cwd], True
         path = self.path(arg)
+        if len(path) > MAX_PATH:
+            return ["The filename or extension is too long."], False
         self.cwd = path if len(path) > 3 else path[:2] + "\\"
-        return []
+        return [], True
 
     def path(self, name: str) -> str:
         """`name` made absolute against the working directory, `.` and `..` resolved."""
@@ -195,10 +248,22 @@ class Cmd:
         key = self.path(target).lower()
         old = self.files.get(key, []) if append else []
         size = sum(len(x) for x in lines)
-        if size > self.room:
+        if size > self.disk.room:
             return
-        self.room -= size
+        self.disk.room -= size
         self.files[key] = old + lines
+
+
+def _find(args: str, piped: list[str]) -> tuple[list[str], bool]:
+    """`... | findstr [/i] word` and `find [/i] "word"`: the piped lines holding it."""
+    words = args.split()
+    fold = any(w.lower() == "/i" for w in words)
+    terms = [w.strip('"') for w in words if not w.startswith("/")]
+    if not terms:
+        return [], False
+    needle = terms[0].lower() if fold else terms[0]
+    found = [x for x in piped if needle in (x.lower() if fold else x)]
+    return found, bool(found)
 
 
 def addresses(host: str) -> tuple[str, str, str]:
