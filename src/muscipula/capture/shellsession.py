@@ -27,13 +27,12 @@ Emit = Callable[[str, dict[str, object]], None]
 
 
 def _offers(cmd: Cmd, line: str) -> list[str]:
-    """What `line` would download; an `ftp -s:FILE` line is read with the script it runs."""
-    text = line
-    for m in _SCRIPT.finditer(line):
-        script = cmd.files.get(cmd.path(m.group(1).strip('"')).lower())
-        if script:
-            text = "\n".join(script) + "\n" + text
-    return find_offers(text)
+    """What `line` would download; an `ftp -s:FILE` line is read with the script it runs
+    (each script once: all of them hold at most what the shell's disk has room for)."""
+    scripts = [text for name in dict.fromkeys(m.group(1).strip('"')
+                                              for m in _SCRIPT.finditer(line))
+               for text in cmd.files.get(cmd.path(name).lower(), [])]
+    return find_offers("\n".join([*scripts, line]))
 
 
 async def converse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cmd: Cmd,
