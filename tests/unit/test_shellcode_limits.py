@@ -10,6 +10,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +161,7 @@ def test_profile_arguments_are_cut_with_a_marker() -> None:
 def test_offers_and_services_are_capped_per_connection(tmp_path: Path) -> None:
     bus = Recorder()
     emu = Emulator.__new__(Emulator)
-    emu.cfg, emu.bus = Shellcode(max_findings=5), bus
+    emu.cfg, emu.bus, emu._reported = Shellcode(max_findings=5), bus, OrderedDict()
     emu.store = Store(tmp_path / "b", 1 << 20, 1 << 24)
     seen: Any = __import__("collections").Counter()
     for k in range(3):
@@ -268,9 +269,10 @@ def test_the_machine_address_is_ipv4_and_names_resolve_elsewhere() -> None:
 
 # ------------------------------------------------------------------ live scans
 
-def test_a_live_scan_and_the_final_one_look_at_each_byte_once(tmp_path: Path) -> None:
-    """Shellcode found while the connection lasts is emulated then; its end looks only at
-    what came after (a second exploit in it is found there), and counts it once."""
+def test_live_and_final_looks_report_each_finding_once(tmp_path: Path) -> None:
+    """Shellcode found while the connection lasts is emulated then; later looks take what
+    came after (a second exploit in it is found there) and a window that ran to the end
+    of what had come; its findings are reported once, the connection counted once."""
     bus = Recorder()
     store = Store(tmp_path / "binaries", 1 << 20, 1 << 24)
     first = assemble(download_exec(URL))
@@ -278,7 +280,8 @@ def test_a_live_scan_and_the_final_one_look_at_each_byte_once(tmp_path: Path) ->
     c = conn(1)
 
     async def main() -> Emulator:
-        emu = Emulator(Shellcode(), store, bus)  # type: ignore[arg-type]
+        # three jobs of one source at once (each look's): all may wait
+        emu = Emulator(Shellcode(max_pending_per_source=3), store, bus)  # type: ignore[arg-type]
         emu.scan(c, transcript(b"hello", first), live=True)
         emu.scan(c, transcript(b"hello", first, b"more plain bytes"), live=True)  # nothing new
         emu.scan(c, transcript(b"hello", first, b"more plain bytes", second))
@@ -286,14 +289,42 @@ def test_a_live_scan_and_the_final_one_look_at_each_byte_once(tmp_path: Path) ->
         return emu
 
     emu = asyncio.run(main())
+    # the first window ran to the end of what had come: looked at again, reported once
     assert [f["url"] for f in bus.named("download.offer")] == [URL]
     assert [f["url"] for f in bus.named("emu.service")] == ["connectbackshell://192.0.2.8:4444"]
-    assert len(bus.named("shellcode.detected")) == 2 and len(bus.named("emu.profile")) == 2
+    # the first window three times (it ran to the end of each look), the second once
+    assert len(bus.named("shellcode.detected")) == 4 and len(bus.named("emu.profile")) == 4
     counts = emu.counters()
-    assert counts["scanned"] == 1 and counts["detected"] == 1 and counts["emulated"] == 2
+    assert counts["scanned"] == 1 and counts["detected"] == 1 and counts["emulated"] == 3
     assert not emu._looked  # forgotten at the connection's end
 
 
 def test_live_scan_config_defaults() -> None:
     cfg = Shellcode()
     assert cfg.live_quiet == 1.0 and cfg.live_scans == 4
+
+
+def _submitted(tmp_path: Path, *looks: tuple[bool, bytearray]) -> list[list[int]]:
+    """The windows (their starts) each look hands to emulation."""
+    store = Store(tmp_path / "binaries", 1 << 20, 1 << 24)
+    emu = Emulator(Shellcode(), store, Recorder())  # type: ignore[arg-type]
+    jobs: list[list[int]] = []
+    emu._submit = lambda c, windows: jobs.append([w.start for w in windows])  # type: ignore[method-assign]
+    for live, buf in looks:
+        emu.scan(conn(1), buf, live=live)
+    return jobs
+
+
+def test_an_idiom_at_the_end_of_a_look_is_emulated_once(tmp_path: Path) -> None:
+    code = b"A" * 100 + HIT + bytes(64 * 1024)  # a whole window: nothing cut
+    jobs = _submitted(tmp_path, (True, transcript(code)),
+                      (False, transcript(code, b"more")))
+    assert jobs == [[0]]
+
+
+def test_code_cut_by_a_pause_is_emulated_again_when_whole(tmp_path: Path) -> None:
+    whole = assemble(reverse_shell("192.0.2.8", 4444))
+    half = len(whole) // 2
+    jobs = _submitted(tmp_path, (True, transcript(whole[:half])),
+                      (False, transcript(whole[:half], whole[half:])))
+    assert jobs == [[0], [0]]  # the first look's window ran to its end: looked at again

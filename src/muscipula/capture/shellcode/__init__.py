@@ -24,9 +24,9 @@ import ipaddress
 import json
 import logging
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from muscipula.capture.shellcode import detect, pool
@@ -39,15 +39,21 @@ log = logging.getLogger(__name__)
 
 #: inbound bytes before a later look's start that are looked at again
 OVERLAP = 16
+#: connections whose reported findings are remembered (a window emulated twice)
+REPORTED_CONNECTIONS = 1024
 
 
 @dataclass(slots=True)
 class _Looked:
-    """What live scans of one connection looked at: its first `upto` inbound bytes, and
-    whether they held shellcode (the connection is counted as detected once)."""
+    """What live scans of one connection looked at: its first `upto` inbound bytes,
+    whether they held shellcode (the connection is counted as detected once), the
+    candidates emulated already, and where a window starts that ran to the end of what
+    had come (its code may have been cut: it is looked at again once more comes)."""
 
     upto: int = 0
     detected: bool = False
+    done: set[int] = field(default_factory=set)
+    cut: int | None = None
 
 
 class Emulator:
@@ -70,6 +76,8 @@ class Emulator:
         self._per_source: Counter[str] = Counter()
         #: live connections looked at already, and how far (until their final scan)
         self._looked: dict[int, _Looked] = {}
+        #: services and offers each recent connection's emulations reported
+        self._reported: OrderedDict[int, set[str]] = OrderedDict()
         self.scanned = 0
         #: connections with shellcode found
         self.detected = 0
@@ -108,18 +116,25 @@ class Emulator:
         if not live:
             self.scanned += 1
         # the last few bytes looked at again: an idiom may straddle two looks
-        begin = max(seen.upto - OVERLAP, 0)
+        begin = fresh = max(seen.upto - OVERLAP, 0)
+        if seen.cut is not None and len(data) > seen.upto:
+            begin, seen.cut = min(begin, seen.cut), None
         seen.upto = len(data)
         tail = data[begin:] if begin else data
         if not tail or not detect.maybe(tail):
             return
-        found = [begin + at for at in detect.candidates(tail, cfg.max_candidates)]
+        found = [begin + at for at in detect.candidates(tail, cfg.max_candidates)
+                 if begin + at not in seen.done]
         if not found:
             return
         if not seen.detected:
             seen.detected = True
             self.detected += 1
-        windows = detect.windows(data, starts, found, cfg.max_shellcode_bytes)
+        # a cut window looked at again keeps to its own candidates; what is new gets
+        # windows of its own
+        windows = [w for group in ([f for f in found if f < fresh],
+                                   [f for f in found if f >= fresh])
+                   for w in detect.windows(data, starts, group, cfg.max_shellcode_bytes)]
         kept: list[detect.Window] = []
         budget = cfg.max_candidates  # emulations, chunk starts included
         for w in windows:
@@ -129,6 +144,11 @@ class Emulator:
             budget -= len(entries)
             self._detected(conn, w)
             kept.append(detect.Window(w.start, w.data, entries))
+            if live and w.start + len(w.data) >= len(data) \
+                    and len(w.data) < cfg.max_shellcode_bytes:
+                seen.cut = w.start if seen.cut is None else min(seen.cut, w.start)
+            else:
+                seen.done.update(w.start + e for e in entries)
         self._submit(conn, kept)
 
     def _detected(self, conn: Connection, w: detect.Window) -> None:
@@ -224,9 +244,17 @@ class Emulator:
                       {"profile": json.dumps(profile[:self.cfg.max_profile_calls + 1],
                                              separators=(",", ":"))})
         cap = self.cfg.max_findings
+        # a window looked at again once more of it came reports only what is new
+        reported = self._reported.setdefault(conn.id, set())
+        self._reported.move_to_end(conn.id)
+        while len(self._reported) > REPORTED_CONNECTIONS:
+            self._reported.popitem(last=False)
         for url in (result.get("services") or [])[:cap]:
             if seen["services"] >= cap:
                 break
+            if url in reported:
+                continue
+            reported.add(url)
             seen["services"] += 1
             kind = "shell" if url in (result.get("shells") or []) else "stager"
             self.bus.emit("emu.service", conn.id, {"url": url, "kind": kind,
@@ -235,6 +263,9 @@ class Emulator:
         for url in (result.get("offers") or [])[:cap]:
             if seen["offers"] >= cap:
                 break
+            if url in reported:
+                continue
+            reported.add(url)
             seen["offers"] += 1
             self.bus.emit("download.offer", conn.id, {"url": url, "source": "shellcode"})
 
