@@ -139,6 +139,7 @@ def test_catalog_queries_scanners_send(tmp_path):
             ("SELECT name FROM master..sysdatabases", "tempdb", 4),
             ("select loginname from master..syslogins where sysadmin = 1", "sa", 1),
             ("select name from master..sysobjects where xtype = 'U'", "spt_monitor", 5),
+            ("select * from master..sysobjects where name = 'xp_cmdshell'", "xp_cmdshell", 1),
             ("select name from sys.tables", "MSreplication_options", 5),
             ("SELECT name FROM master.dbo.sysusers WHERE issqlrole = 0", "guest", 4),
             ("select table_name from information_schema.tables where table_type = 'VIEW'",

@@ -58,9 +58,13 @@ CREATE TABLE sys.tables (name TEXT, object_id INTEGER, schema_id INTEGER, type T
 ATTACH ':memory:' AS information_schema;
 CREATE TABLE information_schema.tables (TABLE_CATALOG TEXT, TABLE_SCHEMA TEXT,
     TABLE_NAME TEXT, TABLE_TYPE TEXT);
+CREATE TABLE sys.system_objects (name TEXT, object_id INTEGER, schema_id INTEGER,
+    type TEXT, type_desc TEXT, create_date TEXT, is_ms_shipped INTEGER);
 CREATE TEMP VIEW sysobjects AS
-    SELECT name, object_id AS id, type AS xtype, 1 AS uid, type, create_date AS crdate
-    FROM sys.objects;
+    SELECT name, object_id AS id, type AS xtype, schema_id AS uid, type,
+        create_date AS crdate FROM sys.objects
+    UNION ALL SELECT name, object_id, type, schema_id, type, create_date
+        FROM sys.system_objects;
 """
 #: master's own tables and views, as sys.objects lists them on a fresh install
 _MASTER_OBJECTS = (  # name, object_id, type, type_desc
@@ -71,6 +75,11 @@ _MASTER_OBJECTS = (  # name, object_id, type, type_desc
     ("spt_values", 1803153469, "V", "VIEW"),
     ("MSreplication_options", 1787153412, "U", "USER_TABLE"),
 )
+#: extended procedures attackers look for before they call them (name, object_id)
+_EXTENDED_PROCS = (("xp_cmdshell", -1000000811), ("xp_regread", -1000000831),
+                   ("xp_regwrite", -1000000827), ("xp_dirtree", -1000000871),
+                   ("xp_fileexist", -1000000869), ("sp_OACreate", -1000000881),
+                   ("sp_OAMethod", -1000000880), ("xp_servicecontrol", -1000000815))
 #: a database's fixed users and roles (uid, name, issqlrole)
 _DB_USERS = ((0, "public", 1), (1, "dbo", 0), (2, "guest", 0), (3, "INFORMATION_SCHEMA", 0),
              (4, "sys", 0), (16384, "db_owner", 1), (16385, "db_accessadmin", 1),
@@ -411,6 +420,9 @@ class SqlSession:
                 b.internal("INSERT INTO sys.tables VALUES (?,?,?,?,?,?,?)", row)
             b.internal("INSERT INTO information_schema.tables VALUES ('master','dbo',?,?)",
                        (name, "BASE TABLE" if kind == "U" else "VIEW"))
+        for name, oid in _EXTENDED_PROCS:
+            b.internal("INSERT INTO sys.system_objects VALUES (?,?,4,'X',"
+                       "'EXTENDED_STORED_PROCEDURE',?,1)", (name, oid, created))
         for uid, name, role in _DB_USERS:
             b.internal("INSERT INTO sysusers VALUES (?,?,?,?,0,?,?)",
                        (uid, name, None if role or uid in (3, 4) else b"\x01",
