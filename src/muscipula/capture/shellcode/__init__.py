@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -243,31 +244,30 @@ class Emulator:
         self.bus.emit("emu.profile", conn.id,
                       {"profile": json.dumps(profile[:self.cfg.max_profile_calls + 1],
                                              separators=(",", ":"))})
-        cap = self.cfg.max_findings
         # a window looked at again once more of it came reports only what is new
         reported = self._reported.setdefault(conn.id, set())
         self._reported.move_to_end(conn.id)
         while len(self._reported) > REPORTED_CONNECTIONS:
             self._reported.popitem(last=False)
-        for url in (result.get("services") or [])[:cap]:
-            if seen["services"] >= cap:
-                break
-            if url in reported:
-                continue
-            reported.add(url)
-            seen["services"] += 1
-            kind = "shell" if url in (result.get("shells") or []) else "stager"
-            self.bus.emit("emu.service", conn.id, {"url": url, "kind": kind,
-                                                   "local_host": conn.local_host,
-                                                   "remote_host": conn.remote_host})
-        for url in (result.get("offers") or [])[:cap]:
-            if seen["offers"] >= cap:
-                break
-            if url in reported:
-                continue
-            reported.add(url)
-            seen["offers"] += 1
+        shells = result.get("shells") or []
+        for url in self._fresh(result.get("services"), "services", seen, reported):
+            self.bus.emit("emu.service", conn.id, {
+                "url": url, "kind": "shell" if url in shells else "stager",
+                "local_host": conn.local_host, "remote_host": conn.remote_host})
+        for url in self._fresh(result.get("offers"), "offers", seen, reported):
             self.bus.emit("download.offer", conn.id, {"url": url, "source": "shellcode"})
+
+    def _fresh(self, urls: list[str] | None, kind: str, seen: Counter[str],
+               reported: set[str]) -> Iterator[str]:
+        """`urls` not reported for the connection yet, up to max_findings of `kind`."""
+        cap = self.cfg.max_findings
+        for url in (urls or [])[:cap]:
+            if seen[kind] >= cap:
+                return
+            if url not in reported:
+                reported.add(url)
+                seen[kind] += 1
+                yield url
 
     async def close(self, grace: float | None = None) -> None:
         """Let emulations in flight finish and report, for `grace` seconds (default: the
