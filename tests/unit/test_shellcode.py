@@ -75,10 +75,10 @@ def job(data: bytes, timeout: float = 5.0, max_api_calls: int = 5000) -> dict[st
     found = detect.candidates(data, 8)
     assert found, "no GetPC found"
     windows = detect.windows(data, [0], found, 65536)
-    results = pool.run_job(pool.context(), [(w.data, list(w.entries)) for w in windows],
-                           timeout, max_api_calls, 60.0)
-    assert not isinstance(results, str), results
-    return results[0]
+    out = pool.run(pool.context(), [(w.data, list(w.entries)) for w in windows],
+                   timeout, max_api_calls, 60.0)
+    assert not out.error, out.error
+    return out.results[0]
 
 
 # ------------------------------------------------------------------ detection
@@ -254,8 +254,8 @@ def test_hard_deadline_kills_the_worker() -> None:
     """A worker that does not answer in time is killed, and says so."""
     t = time.monotonic()
     windows = [(assemble(infinite_loop()), [0])]
-    out = pool.run_job(pool.context(), windows, 30.0, 100, 1.5)
-    assert out == "deadline" and time.monotonic() - t < 10
+    out = pool.run(pool.context(), windows, 30.0, 100, 1.5)
+    assert out.killed and out.results == [] and time.monotonic() - t < 10
 
 
 # ------------------------------------------------------------------ the emulator

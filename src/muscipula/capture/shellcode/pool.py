@@ -143,10 +143,3 @@ def run(ctx: Any, windows: list[tuple[bytes, list[int]]], timeout: float,
         proc.join(5)
         receive.close()
 
-
-def run_job(ctx: Any, windows: list[tuple[bytes, list[int]]], timeout: float,
-            max_api_calls: int, hard: float,
-            limits: Limits | None = None) -> list[dict[str, Any]] | str:
-    """`run`, answering only in full: the results, or why there are none."""
-    outcome = run(ctx, windows, timeout, max_api_calls, hard, limits)
-    return outcome.error or outcome.results
